@@ -67,6 +67,8 @@ class MultiEchoGRE:
         The files this acquisition was read from (recorded in output provenance).
     metadata : dict, optional
         Anything else worth keeping (series description, sequence, reader notes).
+    has_phase : bool, optional
+        False for magnitude-only data (phase set to zero); phase-based stages refuse it.
 
     Raises
     ------
@@ -90,6 +92,7 @@ class MultiEchoGRE:
     vendor: str | None = None
     source_files: tuple[str, ...] = ()
     metadata: dict = dataclasses.field(default_factory=dict)
+    has_phase: bool = True
 
     def __post_init__(self) -> None:
         self.source_files = tuple(os.fspath(f) for f in (self.source_files or ()))
@@ -168,6 +171,7 @@ class MultiEchoGRE:
             "VoxelSize_mm": [float(v) for v in self.voxel_size_mm],
             "Affine": np.asarray(self.affine).tolist(),
             "Vendor": self.vendor,
+            "PhaseAvailable": bool(self.has_phase),
             "SourceFiles": list(self.source_files),
             **{k: v for k, v in self.metadata.items() if _json_scalar(v)},
         }

@@ -1,0 +1,74 @@
+"""Shared fixtures: the ``xp`` backend fixture, the shared real-data folder, small phantoms."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qsmliver import backend
+
+#: Real scanner data beside the repository (never copied into it); tests skip when absent.
+SHARED_DATA = Path(
+    os.environ.get("QSMLIVER_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared"
+                   / "data")
+).resolve()
+
+
+def _backends():
+    params = [pytest.param("numpy", id="numpy")]
+    params.append(pytest.param("cupy", id="cupy", marks=pytest.mark.gpu))
+    return params
+
+
+def pytest_collection_modifyitems(config, items):
+    if backend.cupy_available():
+        return
+    skip_gpu = pytest.mark.skip(reason=f"no GPU: {backend.gpu_unavailable_reason()}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(params=_backends())
+def xp(request):
+    """The array module under test: NumPy always, CuPy where a GPU is usable."""
+    if request.param == "numpy":
+        return np
+    if not backend.cupy_available():
+        pytest.skip(f"no GPU: {backend.gpu_unavailable_reason()}")
+    return backend._cupy()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data``; skips the test when the folder is not there."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real scanner data not available at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261121)
+
+
+def make_complex_echoes(shape=(12, 10, 8), te_s=(0.004, 0.008, 0.012, 0.016), seed=0):
+    """A smooth synthetic complex multi-echo volume (magnitude decays, phase evolves with TE).
+
+    Returns complex128 echoes of shape ``shape + (len(te_s),)`` whose phase wraps in later
+    echoes, with magnitude well above zero so that phase is defined everywhere.
+    """
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    field_hz = 40.0 * grids[0] + 25.0 * grids[1] ** 2 - 30.0 * grids[2] + 5.0 * rng.standard_normal(
+        shape
+    )
+    phi0 = 0.8 * grids[1] - 0.5
+    s0 = 800.0 + 300.0 * np.cos(2 * grids[0]) + 50 * rng.random(shape)
+    r2s = 30.0 + 10.0 * grids[2] ** 2
+    te = np.asarray(te_s)[None, None, None, :]
+    return (s0[..., None] * np.exp(-r2s[..., None] * te)
+            * np.exp(1j * (2 * np.pi * field_hz[..., None] * te + phi0[..., None])))
