@@ -42,7 +42,7 @@ def hz_to_ppm(field_hz, b0_t: float):
     return field_hz / (GYROMAGNETIC_RATIO_HZ_PER_T * b0_t) * 1e6
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, repr=False)
 class MultiEchoGRE:
     """A multi-echo complex gradient-echo acquisition with its metadata.
 
@@ -126,6 +126,15 @@ class MultiEchoGRE:
             self.b0_dir = b0_direction_from_affine(self.affine)
         self.b0_dir = _validate_b0_dir(self.b0_dir, where)
         self.metadata = dict(self.metadata or {})
+
+    def __repr__(self) -> str:
+        te_ms = ", ".join(f"{t * 1e3:.4g}" for t in self.te_s)
+        return (
+            f"MultiEchoGRE(shape={self.shape}, echoes={self.n_echoes}, te_ms=[{te_ms}], "
+            f"b0_t={self.b0_t:g}, voxel_size_mm={np.round(self.voxel_size_mm, 4).tolist()}, "
+            f"vendor={self.vendor!r}, dtype={self.signal.dtype}, "
+            f"device={backend.device_of(self.signal)})"
+        )
 
     # -- derived quantities -------------------------------------------------------------
     @property

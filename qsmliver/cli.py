@@ -1,0 +1,259 @@
+"""The ``qsmliver`` command line.
+
+Workflows only: parse arguments, call the readers/writers/pipeline, report. No array math
+here (DESIGN section 1). Exit status: 0 success, 2 bad input or configuration (one line on
+stderr), 1 internal failure (one line; the traceback with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qsmliver import __version__
+from qsmliver.errors import QSMConfigError, QSMError
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+
+
+# -- shared option groups ---------------------------------------------------------------------
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT",
+        help="DICOM folder or files, a NIfTI magnitude file (phase found beside it), a folder "
+             "of NIfTI files, or a BIDS subject/session folder",
+    )
+    group = parser.add_argument_group("input overrides")
+    group.add_argument("--phase", nargs="+", metavar="FILE",
+                       help="NIfTI phase file(s) matching the magnitude INPUT(s)")
+    group.add_argument("--te", nargs="+", type=float, metavar="MS",
+                       help="echo times in milliseconds (override the headers/sidecars)")
+    group.add_argument("--b0", type=float, metavar="TESLA", help="field strength in tesla")
+    group.add_argument("--b0-dir", nargs=3, type=float, metavar=("X", "Y", "Z"),
+                       help="B0 direction in the voxel frame (default: from the affine)")
+    group.add_argument("--phase-scale", default="auto",
+                       choices=("auto", "radians", "siemens", "milliradians", "minmax"),
+                       help="how NIfTI phase values are scaled (default: detect)")
+    group.add_argument("--series", nargs="+", metavar="N",
+                       help="DICOM series number(s) or SeriesInstanceUID to read")
+    group.add_argument("--subject", help="BIDS subject label (without sub-)")
+    group.add_argument("--session", help="BIDS session label (without ses-)")
+
+
+def _read_options(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if fmt == "dicom":
+        if args.te or args.b0_dir or args.phase:
+            raise QSMConfigError("--te, --b0-dir and --phase apply to NIfTI/BIDS input only")
+        if args.b0 is not None:
+            options["b0_t"] = args.b0
+        if args.series:
+            options["series"] = _parse_series(args.series)
+        return options
+    if args.series:
+        raise QSMConfigError("--series applies to DICOM input only")
+    if args.te:
+        options["te_s"] = [t * 1e-3 for t in args.te]
+    if args.b0 is not None:
+        options["b0_t"] = args.b0
+    if args.b0_dir:
+        options["b0_dir"] = args.b0_dir
+    options["phase_scale"] = args.phase_scale
+    if fmt == "bids":
+        if args.subject:
+            options["subject"] = args.subject
+        if args.session:
+            options["session"] = args.session
+    elif args.subject or args.session:
+        raise QSMConfigError("--subject and --session apply to BIDS input only")
+    return options
+
+
+def _parse_series(values: list[str]) -> Any:
+    parsed: list[Any] = [int(v) if v.isdigit() else v for v in values]
+    return parsed[0] if len(parsed) == 1 else parsed
+
+
+def _read_input(args: argparse.Namespace):
+    from qsmliver import io
+
+    inputs = [Path(p) for p in args.inputs]
+    for path in inputs:
+        if not path.exists():
+            from qsmliver.errors import QSMInputError
+
+            raise QSMInputError("no such file or folder", path)
+    if args.phase:
+        from qsmliver.io.nifti import read_nifti
+
+        options = _read_options(args, "nifti")
+        magnitude = inputs if len(inputs) > 1 else inputs[0]
+        phase = [Path(p) for p in args.phase]
+        return read_nifti(magnitude=magnitude, phase=phase if len(phase) > 1 else phase[0],
+                          **options)
+    if len(inputs) == 1:
+        fmt = io.detect_format(inputs[0])
+        return io.read(inputs[0], **_read_options(args, fmt))
+    fmt = "nifti" if all(p.name.endswith((".nii", ".nii.gz")) for p in inputs) else "dicom"
+    return io.read(inputs, **_read_options(args, fmt))
+
+
+# -- commands ---------------------------------------------------------------------------------
+def _cmd_info(args: argparse.Namespace) -> int:
+    from qsmliver import io
+
+    if (len(args.inputs) == 1 and not args.phase
+            and io.detect_format(args.inputs[0]) == "dicom" and args.list_series):
+        from qsmliver.io.dicom import scan_series
+
+        for summary in scan_series(args.inputs[0]):
+            print(summary)
+        return EXIT_OK
+    gre = _read_input(args)
+    summary = gre.describe()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    print(format_summary(summary))
+    return EXIT_OK
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Human-readable lines for ``qsmliver info``."""
+    te_ms = ", ".join(f"{t * 1e3:.3f}" for t in summary["EchoTime_s"])
+    lines = [
+        f"shape          {' x '.join(map(str, summary['Shape']))} voxels, "
+        f"{summary['Echoes']} echoes",
+        f"echo times     {te_ms} ms",
+        f"field          {summary['MagneticFieldStrength_T']:g} T",
+        "B0 direction   (" + ", ".join(f"{v:+.6f}" for v in summary["B0Direction_voxel"])
+        + ") in the voxel frame",
+        "voxel size     " + " x ".join(f"{v:.4g}" for v in summary["VoxelSize_mm"]) + " mm",
+        f"vendor         {summary.get('Vendor') or 'unknown'}",
+        f"phase          {'yes' if summary.get('PhaseAvailable', True) else 'no (magnitude only)'}",
+    ]
+    series = summary.get("Series")
+    if series:
+        lines.append(f"series         {series}")
+    files = summary.get("SourceFiles", [])
+    if files:
+        shown = files[0] if len(files) == 1 else f"{files[0]} ... ({len(files)} files)"
+        lines.append(f"read from      {shown}")
+    return "\n".join(lines)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from qsmliver.io.staging import staged_output_dir
+    from qsmliver.io.writers import write_bids_megre, write_gre_nifti
+
+    gre = _read_input(args)
+    out = Path(args.output)
+    with staged_output_dir(out, overwrite=args.overwrite) as stage:
+        if args.format == "bids":
+            subject = args.to_subject or args.subject or "01"
+            session = args.to_session or args.session
+            written = write_bids_megre(gre, stage, subject, session=session, overwrite=True)
+        else:
+            name = args.name or _default_name(Path(args.inputs[0]))
+            written = write_gre_nifti(gre, stage / name, overwrite=True)
+        relative = [Path(p).relative_to(stage) for p in written]
+    for path in relative:
+        print(out / path)
+    return EXIT_OK
+
+
+def _default_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".dcm", ".gz"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "gre"
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from qsmliver.demo import run_demo
+
+    for line in run_demo(Path(args.output), overwrite=args.overwrite):
+        print(line)
+    return EXIT_OK
+
+
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+# -- parser and entry point -------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``qsmliver`` command."""
+    parser = argparse.ArgumentParser(
+        prog="qsmliver",
+        description="Quantitative susceptibility mapping, R2*, fat fraction and liver iron "
+                    "from multi-echo GRE MRI.",
+    )
+    parser.add_argument("--version", action="version", version=f"qsmliver {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the full traceback on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    info = commands.add_parser("info", help="say what an input holds (shape, TEs, B0, ...)")
+    _add_input_options(info)
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+    info.add_argument("--list-series", action="store_true",
+                      help="list every DICOM series in the folder instead of reading one")
+    info.set_defaults(handler=_cmd_info)
+
+    convert = commands.add_parser("convert", help="convert DICOM/NIfTI/BIDS input to NIfTI or "
+                                                  "BIDS MEGRE")
+    _add_input_options(convert)
+    convert.add_argument("-o", "--output", required=True, metavar="OUT",
+                         help="output folder (BIDS root for --format bids)")
+    convert.add_argument("--format", choices=("nifti", "bids"), default="nifti")
+    convert.add_argument("--name", help="file name prefix for --format nifti")
+    convert.add_argument("--to-subject", help="BIDS subject label of the output")
+    convert.add_argument("--to-session", help="BIDS session label of the output")
+    convert.add_argument("--overwrite", action="store_true",
+                         help="replace existing output files")
+    convert.set_defaults(handler=_cmd_convert)
+
+    demo = commands.add_parser("demo", help="make a synthetic acquisition and run the toolkit "
+                                            "on it")
+    demo.add_argument("-o", "--output", default="demo_output", metavar="OUT")
+    demo.add_argument("--overwrite", action="store_true")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.handler(args)
+    except QSMError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"qsmliver: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("qsmliver: interrupted; no partial output was left", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"qsmliver: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
