@@ -12,8 +12,8 @@ The public entry points are
 
 __version__ = "0.1.0"
 
-from qsmliver.data import MultiEchoGRE, QuantitativeMap  # noqa: E402
-from qsmliver.errors import (  # noqa: E402
+from qsmliver.data import MultiEchoGRE, QuantitativeMap
+from qsmliver.errors import (
     QSMConfigError,
     QSMError,
     QSMInputError,

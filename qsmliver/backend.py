@@ -184,7 +184,7 @@ def _cpu_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _scipy_fft_namespace(workers: int) -> types.SimpleNamespace:
     import scipy.fft as sfft
 

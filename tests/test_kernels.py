@@ -46,7 +46,8 @@ def test_kernel_compiles_with_nvcc(tmp_path, family, dtype):
 
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
 def test_complex_polar_round_trip(xp, rng, dtype):
-    host = (rng.standard_normal((7, 6, 5, 3)) + 1j * rng.standard_normal((7, 6, 5, 3))).astype(dtype)
+    shape = (7, 6, 5, 3)
+    host = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
     z = xp.asarray(host)
     magnitude, phase = complex_to_polar(z)
     real_dtype = np.float32 if dtype == np.complex64 else np.float64

@@ -37,7 +37,8 @@ def detect_format(path: str | os.PathLike) -> str:
     if not path.exists():
         raise QSMInputError("no such file or folder", path)
     if path.is_dir():
-        if any(p.name.endswith(("_MEGRE.nii", "_MEGRE.nii.gz")) for p in path.rglob("*_MEGRE.nii*")):
+        megre = path.rglob("*_MEGRE.nii*")
+        if any(p.name.endswith(("_MEGRE.nii", "_MEGRE.nii.gz")) for p in megre):
             return "bids"
         if any(_is_nifti(p) for p in path.iterdir()):
             return "nifti"

@@ -67,7 +67,7 @@ def staged_output_dir(
             raise QSMOutputExistsError(
                 f"{names}{more}: output exists; use --overwrite (overwrite=True) to replace"
             )
-        for source, target in zip(produced, targets):
+        for source, target in zip(produced, targets, strict=False):
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
     finally:

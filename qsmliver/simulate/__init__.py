@@ -5,5 +5,6 @@
 """
 
 from qsmliver.simulate.analytic import sphere_field_ppm, sphere_gre
+from qsmliver.simulate.forward import susceptibility_field_ppm
 
-__all__ = ["sphere_field_ppm", "sphere_gre"]
+__all__ = ["sphere_field_ppm", "sphere_gre", "susceptibility_field_ppm"]

@@ -25,10 +25,10 @@ __all__ = ["sphere_field_ppm", "sphere_gre"]
 
 def _positions_mm(shape: Sequence[int], voxel_size_mm: ArrayLike, center_mm: ArrayLike | None):
     voxel = np.asarray(voxel_size_mm, dtype=np.float64)
-    axes = [(np.arange(n) - (n - 1) / 2.0) * v for n, v in zip(shape, voxel)]
+    axes = [(np.arange(n) - (n - 1) / 2.0) * v for n, v in zip(shape, voxel, strict=False)]
     grid = np.meshgrid(*axes, indexing="ij")
     center = np.zeros(3) if center_mm is None else np.asarray(center_mm, dtype=np.float64)
-    return [g - c for g, c in zip(grid, center)]
+    return [g - c for g, c in zip(grid, center, strict=False)]
 
 
 def sphere_field_ppm(
