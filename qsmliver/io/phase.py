@@ -8,8 +8,9 @@ Scanners and converters store phase as
 - Philips milliradians: -3142..3142 (``phase_rad = value / 1000``);
 - other arbitrary linear scalings (e.g. ROMEO test data, ±0.0037): min/max rescaling.
 
-:func:`phase_to_radians` recognises these from the value range (and a vendor hint), rescales,
-and wraps to [-pi, pi).
+:func:`phase_to_radians` recognises these from the value range (and a vendor hint, see
+:func:`detect_phase_scaling` for the rules), rescales, and wraps to [-pi, pi). Readers pass all
+echoes of a phase image at once so that every echo is scaled the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ __all__ = ["PHASE_SCALINGS", "detect_phase_scaling", "phase_to_radians", "wrap_t
 PHASE_SCALINGS = ("auto", "radians", "siemens", "milliradians", "minmax")
 
 _TOL = 1e-3
+#: Largest magnitude of a phase in milliradians (pi * 1000 plus rounding).
+_MRAD_LIMIT = 3142.5
 
 
 def wrap_to_pi(phase):
@@ -36,36 +39,71 @@ def wrap_to_pi(phase):
 def detect_phase_scaling(values: np.ndarray, vendor: str | None = None) -> str:
     """Guess how a phase image is scaled from its value range.
 
+    The rules, in order (``lo``/``hi`` the smallest/largest value, ``span = hi - lo``):
+
+    1. Within [-pi, pi] or [0, 2 pi] (1e-3 tolerance): "radians", unless the span is below
+       0.05 * 2 pi (about 0.31 rad) and ``max |value|`` too -- a tiny range such as the
+       +-0.0037 of the ROMEO test data is a phase in arbitrary units: "minmax".
+    2. A vendor hint decides the integer conventions: Siemens within -4096..4095 (or raw
+       0..4095): "siemens"; Philips or GE within +-3142.5: "milliradians".
+    3. Without a hint: within +-3142.5 with a span above pi * 1000 (a wrapped phase covers
+       most of +-3142 mrad) and values of both signs: "milliradians"; within -4096..4095
+       with a span above 4096 and values beyond +-3142.5: "siemens"; integers within
+       0..4095 spanning more than 3072: "siemens" (raw 12-bit values, unscaled).
+    4. Anything else: "minmax".
+
     Parameters
     ----------
     values : ndarray
-        The phase image as stored (after any DICOM/NIfTI slope and intercept).
+        The phase image as stored (after any DICOM/NIfTI slope and intercept); all echoes
+        together, so that every echo is scaled the same way.
     vendor : str, optional
-        Manufacturer hint; decides ambiguous integer ranges.
+        Manufacturer hint ("Siemens", "Philips", "GE", case-insensitive substrings).
 
     Returns
     -------
     str
         One of "radians", "siemens", "milliradians", "minmax".
+
+    Examples
+    --------
+    >>> detect_phase_scaling(np.array([-4096.0, 0.0, 4092.0]))
+    'siemens'
+    >>> detect_phase_scaling(np.array([-3142.0, 3140.5]))
+    'milliradians'
+    >>> detect_phase_scaling(np.array([-0.0037, 0.0037]))
+    'minmax'
     """
     lo, hi = float(np.min(values)), float(np.max(values))
-    if lo >= -math.pi - _TOL and hi <= math.pi + _TOL:
-        return "radians"
-    if lo >= -_TOL and hi <= 2 * math.pi + _TOL:
-        return "radians"
     span = hi - lo
-    integer_valued = bool(np.all(np.abs(values - np.round(values)) < 1e-3))
+    largest = max(abs(lo), abs(hi))
+    if (lo >= -math.pi - _TOL and hi <= math.pi + _TOL) or (
+        lo >= -_TOL and hi <= 2 * math.pi + _TOL
+    ):
+        tiny = 0.05 * 2 * math.pi
+        return "minmax" if 0 < span < tiny and largest < tiny else "radians"
     vendor_l = (vendor or "").lower()
-    if integer_valued or span > 100:
-        if lo >= -4096.5 and hi <= 4095.5 and span > 4096 + 1000 and "philips" not in vendor_l:
-            return "siemens"
-        if lo >= -3142.5 and hi <= 3142.5 and span > 3142:
-            return "milliradians"
-        if lo >= -4096.5 and hi <= 4095.5 and "siemens" in vendor_l:
-            return "siemens"
-        if lo >= -0.5 and hi <= 4095.5 and span > 2048 and "siemens" in vendor_l:
-            return "siemens"
+    in_siemens = lo >= -4096.5 and hi <= 4095.5
+    in_mrad = lo >= -_MRAD_LIMIT and hi <= _MRAD_LIMIT
+    if "siemens" in vendor_l and in_siemens:
+        return "siemens"
+    if ("philips" in vendor_l or vendor_l in ("ge", "gems") or vendor_l.startswith("ge ")) \
+            and in_mrad:
+        return "milliradians"
+    if in_mrad and span > math.pi * 1000 and lo < 0 < hi:
+        return "milliradians"
+    if in_siemens and span > 4096 and largest > _MRAD_LIMIT:
+        return "siemens"
+    if lo >= -0.5 and hi <= 4095.5 and span > 3072 and _integer_valued(values):
+        return "siemens"  # raw 12-bit 0..4095 stored without RescaleSlope/Intercept
     return "minmax"
+
+
+def _integer_valued(values: np.ndarray) -> bool:
+    values = np.asarray(values)
+    if values.dtype.kind in "iu":
+        return True
+    return bool(np.all(np.abs(values - np.round(values)) < 1e-3))
 
 
 def phase_to_radians(
