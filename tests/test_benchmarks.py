@@ -1,4 +1,4 @@
-"""The benchmark script runs end to end on a tiny volume and writes its JSON (no timing asserted)."""
+"""The benchmark script runs on a tiny volume and writes its JSON (no timing asserted)."""
 
 from __future__ import annotations
 
