@@ -72,3 +72,15 @@ def make_complex_echoes(shape=(12, 10, 8), te_s=(0.004, 0.008, 0.012, 0.016), se
     te = np.asarray(te_s)[None, None, None, :]
     return (s0[..., None] * np.exp(-r2s[..., None] * te)
             * np.exp(1j * (2 * np.pi * field_hz[..., None] * te + phi0[..., None])))
+
+
+def oblique_affine(rot_x_deg=0.0, rot_y_deg=0.0, voxel_mm=(0.8, 0.9, 1.5),
+                   origin_mm=(-40.5, 12.25, 31.0)):
+    """A RAS affine with anisotropic voxels, rotated about x then y, and translated."""
+    ax, ay = np.deg2rad(rot_x_deg), np.deg2rad(rot_y_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rx @ ry @ np.diag(voxel_mm)
+    affine[:3, 3] = origin_mm
+    return affine

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import make_complex_echoes
+from conftest import make_complex_echoes, oblique_affine
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -25,13 +25,7 @@ SHAPE = (12, 10, 8)
 
 
 def _affine(rot_x_deg: float = 0.0, rot_y_deg: float = 0.0) -> np.ndarray:
-    ax, ay = np.deg2rad(rot_x_deg), np.deg2rad(rot_y_deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    affine = np.eye(4)
-    affine[:3, :3] = rx @ ry @ np.diag([0.8, 0.9, 1.5])
-    affine[:3, 3] = [-40.5, 12.25, 31.0]
-    return affine
+    return oblique_affine(rot_x_deg, rot_y_deg)
 
 
 def _gre(affine=None, te_s=TE_S, seed=0, shape=SHAPE) -> MultiEchoGRE:

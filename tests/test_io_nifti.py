@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_complex_echoes
+from conftest import make_complex_echoes, oblique_affine
 
 from qsmliver.data import MultiEchoGRE
 from qsmliver.errors import QSMConfigError, QSMInputError
@@ -24,13 +24,7 @@ SHAPE = (12, 10, 8)
 
 def _affine() -> np.ndarray:
     """Voxel 0.8 x 0.9 x 1.5 mm, rotated about x and y, translated."""
-    ax, ay = np.deg2rad(17.0), np.deg2rad(-9.0)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    affine = np.eye(4)
-    affine[:3, :3] = rx @ ry @ np.diag([0.8, 0.9, 1.5])
-    affine[:3, 3] = [-40.5, 12.25, 31.0]
-    return affine
+    return oblique_affine(17.0, -9.0)
 
 
 def _gre(te_s=TE_S, vendor="Siemens") -> MultiEchoGRE:
