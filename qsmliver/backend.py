@@ -197,19 +197,33 @@ def _scipy_fft_namespace(workers: int) -> types.SimpleNamespace:
     return types.SimpleNamespace(**namespace, backend="scipy", workers=workers)
 
 
-def fft(xp: types.ModuleType = np) -> types.SimpleNamespace | types.ModuleType:
+def fft(xp: types.ModuleType = np) -> types.SimpleNamespace:
     """FFT functions for an array module.
 
     On NumPy this is ``scipy.fft`` with ``workers`` set to the usable CPU count (override
-    with ``QSMLIVER_FFT_WORKERS``); on CuPy it is ``cupyx.scipy.fft``, which uses cuFFT with
-    CuPy's plan cache. Both offer ``fftn``, ``ifftn``, ``rfftn``, ``irfftn``, ``dctn``,
-    ``idctn``, ``fftshift``, ``ifftshift``, ``fftfreq`` and ``next_fast_len``.
+    with ``QSMLIVER_FFT_WORKERS``); on CuPy the transforms are ``cupyx.scipy.fft`` (cuFFT
+    with CuPy's plan cache) and the helpers come from ``cupy.fft``. Both offer ``fftn``,
+    ``ifftn``, ``rfftn``, ``irfftn``, ``dctn``, ``idctn``, ``fftshift``, ``ifftshift``,
+    ``fftfreq`` and ``next_fast_len``.
     """
     if xp is np:
         return _scipy_fft_namespace(_cpu_workers())
-    import cupyx.scipy.fft as cufft
+    return _cupy_fft_namespace()
 
-    return cufft
+
+@functools.cache
+def _cupy_fft_namespace() -> types.SimpleNamespace:
+    import cupy
+    import cupyx.scipy.fft as cufft
+    import scipy.fft as sfft
+
+    transforms = ("fft", "ifft", "fftn", "ifftn", "rfftn", "irfftn", "dctn", "idctn",
+                  "dstn", "idstn")
+    namespace = {name: getattr(cufft, name) for name in transforms if hasattr(cufft, name)}
+    for name in ("fftshift", "ifftshift", "fftfreq", "rfftfreq"):
+        namespace[name] = getattr(cupy.fft, name)
+    namespace["next_fast_len"] = sfft.next_fast_len  # a size, computed on the host
+    return types.SimpleNamespace(**namespace, backend="cupy", workers=None)
 
 
 def ndimage(xp: types.ModuleType = np) -> types.ModuleType:
