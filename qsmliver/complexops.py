@@ -64,8 +64,14 @@ def polar_to_complex(magnitude, phase):
         )
     real_dtype = np.result_type(magnitude.dtype, phase.dtype, np.float32)
     if xp is np:
-        out = magnitude.astype(real_dtype) * np.exp(1j * phase.astype(real_dtype))
-        return out.astype(np.complex64 if real_dtype == np.float32 else np.complex128)
+        # cos/sin in the working precision; exp(1j * float32) would promote to complex128
+        out = np.empty(magnitude.shape, np.complex64 if real_dtype == np.float32 else
+                       np.complex128)
+        phase = phase.astype(real_dtype, copy=False)
+        out.real = np.cos(phase)
+        out.imag = np.sin(phase)
+        out *= magnitude.astype(real_dtype, copy=False)
+        return out
     real_dtype = xp.float64 if real_dtype == np.float64 else xp.float32
     magnitude = xp.ascontiguousarray(magnitude, dtype=real_dtype)
     phase = xp.ascontiguousarray(phase, dtype=real_dtype)

@@ -25,7 +25,7 @@ def susceptibility_field_ppm(
     voxel_size_mm: ArrayLike,
     b0_dir: ArrayLike = (0.0, 0.0, 1.0),
     *,
-    pad_factor: float = 2.0,
+    pad_factor: float | tuple[float, float, float] = 2.0,
 ):
     """Field perturbation (ppm of B0) of a susceptibility map, by zero-padded dipole convolution.
 
@@ -37,9 +37,10 @@ def susceptibility_field_ppm(
         Voxel size in mm.
     b0_dir : (3,) array_like
         B0 direction in the voxel frame.
-    pad_factor : float
+    pad_factor : float or (3,) tuple of float
         Each axis is zero padded to at least ``pad_factor`` times its length before the FFT
-        (>= 1; 2 or more avoids wrap-around, the default).
+        (>= 1; 2 or more avoids wrap-around, the default). A per-axis tuple with 1 along an
+        axis keeps that axis periodic, e.g. to model an infinitely long cylinder.
 
     Returns
     -------
@@ -52,7 +53,8 @@ def susceptibility_field_ppm(
     field inhomogeneity due to spatial variation of magnetic susceptibility. Concepts Magn
     Reson B 2005;25:65-78.
     """
-    if pad_factor < 1:
+    factors = np.broadcast_to(np.asarray(pad_factor, dtype=np.float64), (3,))
+    if np.any(factors < 1):
         raise ValueError(f"pad_factor must be >= 1, got {pad_factor}")
     xp = backend.get_array_module(chi_ppm)
     chi = xp.asarray(chi_ppm)
@@ -60,7 +62,10 @@ def susceptibility_field_ppm(
         raise ValueError(f"chi_ppm must be 3-D, got shape {chi.shape}")
     real_dtype = chi.dtype if chi.dtype in (np.float32, np.float64) else np.float64
     fft = backend.fft(xp)
-    padded_shape = tuple(fft.next_fast_len(math.ceil(pad_factor * n)) for n in chi.shape)
+    padded_shape = tuple(
+        n if f == 1 else fft.next_fast_len(math.ceil(f * n))
+        for n, f in zip(chi.shape, factors, strict=True)
+    )
     kernel = dipole_kernel(padded_shape, voxel_size_mm, b0_dir, xp=xp, dtype=real_dtype)
     spectrum = fft.fftn(chi.astype(real_dtype, copy=False), s=padded_shape)
     field = fft.ifftn(spectrum * kernel).real
