@@ -177,6 +177,43 @@ def _default_name(path: Path) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "gre"
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from qsmliver.io.staging import staged_output_dir
+    from qsmliver.simulate.write import phantom_summary, write_phantom
+
+    options: dict[str, Any] = {"seed": args.seed, "snr": None if args.snr == 0 else args.snr}
+    for name, value in (("shape", args.shape), ("voxel_size_mm", args.voxel_size),
+                        ("b0_t", args.b0), ("b0_dir", args.b0_dir)):
+        if value is not None:
+            options[name] = tuple(value) if isinstance(value, list) else value
+    if args.te:
+        options["te_s"] = tuple(t * 1e-3 for t in args.te)
+    if args.anatomy == "brain":
+        if args.lic is not None or args.pdff is not None or args.fat_spectrum:
+            raise QSMConfigError("--lic, --pdff and --fat-spectrum apply to the abdomen phantom")
+        from qsmliver.simulate.brain import brain_phantom
+
+        phantom = brain_phantom(**options)
+    else:
+        from qsmliver.simulate.abdomen import abdomen_phantom
+
+        if args.lic is not None:
+            options["lic_mg_per_g"] = args.lic
+        if args.pdff is not None:
+            options["liver_pdff_percent"] = args.pdff
+        if args.fat_spectrum:
+            options["fat_spectrum"] = args.fat_spectrum
+        phantom = abdomen_phantom(**options)
+    out = Path(args.output)
+    with staged_output_dir(out, overwrite=args.overwrite) as stage:
+        written = write_phantom(phantom, stage, formats=args.format, subject=args.subject,
+                                vendor=args.vendor, overwrite=True)
+        count = len(written)
+    print(phantom_summary(phantom))
+    print(f"wrote {count} files to {out}")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from qsmliver.demo import run_demo
 
@@ -221,6 +258,35 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true",
                          help="replace existing output files")
     convert.set_defaults(handler=_cmd_convert)
+
+    simulate = commands.add_parser("simulate", help="make a brain or abdomen phantom with known "
+                                                    "truth and write it to disk")
+    simulate.add_argument("anatomy", choices=("brain", "abdomen"))
+    simulate.add_argument("-o", "--output", required=True, metavar="OUT")
+    simulate.add_argument("--shape", nargs=3, type=int, metavar=("X", "Y", "Z"))
+    simulate.add_argument("--voxel-size", nargs=3, type=float, metavar=("DX", "DY", "DZ"),
+                          help="voxel size in mm")
+    simulate.add_argument("--b0", type=float, metavar="TESLA", help="field strength")
+    simulate.add_argument("--b0-dir", nargs=3, type=float, metavar=("X", "Y", "Z"),
+                          help="B0 direction in the voxel frame (tilted head/torso)")
+    simulate.add_argument("--te", nargs="+", type=float, metavar="MS",
+                          help="echo times in milliseconds")
+    simulate.add_argument("--snr", type=float, default=100.0,
+                          help="signal-to-noise ratio of the first echo (0: no noise)")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--lic", type=float, metavar="MG_PER_G",
+                          help="abdomen: liver iron concentration, mg Fe/g dry weight")
+    simulate.add_argument("--pdff", type=float, metavar="PERCENT",
+                          help="abdomen: liver proton-density fat fraction")
+    simulate.add_argument("--fat-spectrum", choices=("ismrm", "hamilton"),
+                          help="abdomen: fat model")
+    simulate.add_argument("--format", nargs="+", default=["bids", "nifti"],
+                          choices=("bids", "nifti", "dicom"))
+    simulate.add_argument("--vendor", default="siemens", choices=("siemens", "ge", "philips"),
+                          help="vendor conventions of the DICOM output")
+    simulate.add_argument("--subject", default="sim", help="BIDS subject label")
+    simulate.add_argument("--overwrite", action="store_true")
+    simulate.set_defaults(handler=_cmd_simulate)
 
     demo = commands.add_parser("demo", help="make a synthetic acquisition and run the toolkit "
                                             "on it")
