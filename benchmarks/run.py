@@ -86,6 +86,15 @@ def run(device_request: str, small: bool, repeat: int) -> dict:
         cases["nifti_read_mag_phase"] = best_time(
             lambda: read_nifti_auto(Path(f"{prefix}_mag.nii.gz")), np, max(1, repeat // 2))
 
+    if device.kind == "cpu":
+        from qsmliver.simulate import abdomen_phantom, brain_phantom
+
+        phantom_shapes = ({"shape": (48, 48, 40)}, {"shape": (48, 40, 20)}) if small else ({}, {})
+        cases["brain_phantom_default"] = best_time(
+            lambda: brain_phantom(**phantom_shapes[0]), np, 1)
+        cases["abdomen_phantom_default"] = best_time(
+            lambda: abdomen_phantom(**phantom_shapes[1]), np, 1)
+
     baseline = cases["fft_3d_complex64"]
     return {
         "software": {"qsmliver": __version__, "numpy": np.__version__,
