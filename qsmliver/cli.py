@@ -181,7 +181,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from qsmliver.io.staging import staged_output_dir
     from qsmliver.simulate.write import phantom_summary, write_phantom
 
-    options: dict[str, Any] = {"seed": args.seed, "snr": None if args.snr == 0 else args.snr}
+    options: dict[str, Any] = _load_phantom_config(args.config) if args.config else {}
+    options["seed"] = args.seed if args.seed is not None else options.get("seed", 0)
+    if args.snr is not None or "snr" not in options:
+        options["snr"] = 100.0 if args.snr is None else args.snr
+    if options["snr"] == 0:  # 0 means noise-free, on the command line and in a config
+        options["snr"] = None
     for name, value in (("shape", args.shape), ("voxel_size_mm", args.voxel_size),
                         ("b0_t", args.b0), ("b0_dir", args.b0_dir)):
         if value is not None:
@@ -212,6 +217,30 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     print(phantom_summary(phantom))
     print(f"wrote {count} files to {out}")
     return EXIT_OK
+
+
+def _load_phantom_config(path: str) -> dict[str, Any]:
+    """Phantom keyword arguments from a JSON or TOML file (e.g. ``{"chi_ppm": {...}}``)."""
+    from qsmliver.errors import QSMInputError
+
+    file = Path(path)
+    if not file.is_file():
+        raise QSMInputError("no such file", file)
+    text = file.read_text(encoding="utf-8")
+    try:
+        if file.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                raise QSMConfigError(f"{file}: TOML needs Python >= 3.11; use JSON") from None
+            config = tomllib.loads(text)
+        else:
+            config = json.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise QSMInputError(f"cannot parse the phantom config: {exc}", file) from None
+    if not isinstance(config, dict):
+        raise QSMInputError("the phantom config must be a table/object of parameters", file)
+    return config
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -271,9 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="B0 direction in the voxel frame (tilted head/torso)")
     simulate.add_argument("--te", nargs="+", type=float, metavar="MS",
                           help="echo times in milliseconds")
-    simulate.add_argument("--snr", type=float, default=100.0,
-                          help="signal-to-noise ratio of the first echo (0: no noise)")
-    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--snr", type=float,
+                          help="signal-to-noise ratio of the first echo (0: no noise; "
+                               "default 100)")
+    simulate.add_argument("--seed", type=int)
+    simulate.add_argument("--config", metavar="FILE",
+                          help="JSON or TOML file of phantom parameters, e.g. chi_ppm / "
+                               "r2star_per_s tables per tissue; options given here win")
     simulate.add_argument("--lic", type=float, metavar="MG_PER_G",
                           help="abdomen: liver iron concentration, mg Fe/g dry weight")
     simulate.add_argument("--pdff", type=float, metavar="PERCENT",

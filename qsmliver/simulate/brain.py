@@ -490,6 +490,7 @@ def brain_phantom(
         "r2star_per_s": r2s,
         "water": water,
         "fat": np.zeros(shape),
+        "pdff_percent": np.zeros(shape),  # no fat in the brain phantom
         "phi0_rad": phi0,
     }
     masks = {"brain": brain, "head": head}
