@@ -14,6 +14,7 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = [
     "LPS_TO_RAS",
     "b0_direction_from_affine",
+    "centred_affine",
     "direction_cosines",
     "voxel_size_from_affine",
     "world_b0_to_voxel",
@@ -80,3 +81,17 @@ def b0_direction_from_affine(affine: ArrayLike) -> NDArray[np.float64]:
     array([0., 0., 1.])
     """
     return world_b0_to_voxel(affine, (0.0, 0.0, 1.0))
+
+
+def centred_affine(shape, voxel_size_mm: ArrayLike) -> NDArray[np.float64]:
+    """Axis-aligned RAS affine with the given voxel size, the matrix centre at world 0 mm.
+
+    Examples
+    --------
+    >>> centred_affine((3, 3, 3), (2.0, 2.0, 2.0))[:3, 3].tolist()
+    [-2.0, -2.0, -2.0]
+    """
+    voxel = np.asarray(voxel_size_mm, dtype=np.float64)
+    affine = np.diag([*voxel.tolist(), 1.0])
+    affine[:3, 3] = -(np.asarray(shape, dtype=np.float64) - 1) / 2.0 * voxel
+    return affine

@@ -56,6 +56,7 @@ from numpy.typing import ArrayLike
 from qsmliver.data import GYROMAGNETIC_RATIO_HZ_PER_T, MultiEchoGRE
 from qsmliver.errors import QSMConfigError
 from qsmliver.fatwater.spectra import FatSpectrum
+from qsmliver.geometry import centred_affine
 from qsmliver.simulate import iron
 from qsmliver.simulate.forward import susceptibility_field_ppm
 from qsmliver.simulate.phantom import Phantom
@@ -426,8 +427,7 @@ def abdomen_phantom(
         signal = add_complex_noise(signal, sigma, seed=seed)
     signal = signal.astype(np.complex64)
 
-    affine = np.diag([*voxel.tolist(), 1.0])
-    affine[:3, 3] = -(np.asarray(shape) - 1) / 2.0 * voxel
+    affine = centred_affine(shape, voxel)
     lic_meta: float | dict[str, float] = (
         dict(lic) if isinstance(lic_mg_per_g, Mapping) else float(lic_mg_per_g))
     gre = MultiEchoGRE(signal, te_s=te, b0_t=b0_t, affine=affine, b0_dir=b0,

@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from qsmliver.data import GYROMAGNETIC_RATIO_HZ_PER_T, MultiEchoGRE
+from qsmliver.geometry import centred_affine
 
 __all__ = ["cylinder_field_ppm", "sphere_field_ppm", "sphere_gre", "sphere_volume_fraction"]
 
@@ -124,8 +125,7 @@ def sphere_gre(
         signal = signal + (rng.standard_normal(signal.shape)
                            + 1j * rng.standard_normal(signal.shape)) / (snr * np.sqrt(2))
     voxel = np.asarray(voxel_size_mm, dtype=np.float64)
-    affine = np.diag([*voxel, 1.0])
-    affine[:3, 3] = -(np.asarray(shape) - 1) / 2.0 * voxel
+    affine = centred_affine(shape, voxel)
     gre = MultiEchoGRE(signal.astype(np.complex64), te_s=te, b0_t=b0_t, affine=affine,
                        b0_dir=b0_dir, vendor="qsmliver.simulate",
                        metadata={"Phantom": "sphere", "DeltaChi_ppm": delta_chi_ppm})

@@ -62,6 +62,7 @@ from numpy.typing import ArrayLike
 
 from qsmliver.data import GYROMAGNETIC_RATIO_HZ_PER_T, MultiEchoGRE
 from qsmliver.errors import QSMConfigError
+from qsmliver.geometry import centred_affine
 from qsmliver.simulate.forward import susceptibility_field_ppm
 from qsmliver.simulate.phantom import Phantom
 from qsmliver.simulate.signal import add_complex_noise, gre_signal
@@ -454,8 +455,7 @@ def brain_phantom(
         sigma = mean_brain / float(snr)
         signal = add_complex_noise(signal, sigma, seed=rng_noise)
 
-    affine = np.diag([*voxel, 1.0])
-    affine[:3, 3] = -(np.asarray(shape) - 1) / 2.0 * voxel
+    affine = centred_affine(shape, voxel)
     config = {
         "phantom": "brain",
         "shape": list(shape),
