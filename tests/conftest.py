@@ -84,3 +84,19 @@ def oblique_affine(rot_x_deg=0.0, rot_y_deg=0.0, voxel_mm=(0.8, 0.9, 1.5),
     affine[:3, :3] = rx @ ry @ np.diag(voxel_mm)
     affine[:3, 3] = origin_mm
     return affine
+
+
+def fail_nth_nifti_save(monkeypatch, n: int = 2) -> None:
+    """Make the n-th ``nibabel.save`` call raise OSError (disk full), the others save."""
+    import nibabel as nib
+
+    real_save = nib.save
+    calls = {"n": 0}
+
+    def failing_save(image, filename):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise OSError("No space left on device")
+        return real_save(image, filename)
+
+    monkeypatch.setattr(nib, "save", failing_save)

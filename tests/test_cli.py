@@ -9,7 +9,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_complex_echoes
+from conftest import fail_nth_nifti_save, make_complex_echoes
 
 from qsmliver.cli import main
 
@@ -116,16 +116,7 @@ def test_failed_write_leaves_no_output(tmp_path, capsys, monkeypatch):
     """A failure half-way through writing (here: the second NIfTI) leaves nothing behind."""
     mag, phase, _, _ = _write_mag_phase(tmp_path / "in")
     out = tmp_path / "out"
-    calls = {"n": 0}
-    real_save = nib.save
-
-    def failing_save(image, filename):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError("No space left on device")
-        return real_save(image, filename)
-
-    monkeypatch.setattr(nib, "save", failing_save)
+    fail_nth_nifti_save(monkeypatch, 2)
     code = main(["convert", str(mag), "--phase", str(phase), "-o", str(out)])
     assert code == 1
     assert "No space left on device" in capsys.readouterr().err

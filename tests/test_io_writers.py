@@ -7,7 +7,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_complex_echoes
+from conftest import fail_nth_nifti_save, make_complex_echoes
 
 from qsmliver.data import MultiEchoGRE, QuantitativeMap
 from qsmliver.errors import QSMConfigError, QSMOutputExistsError
@@ -132,20 +132,12 @@ def test_failed_overwrite_keeps_the_old_files(tmp_path, rng, monkeypatch):
 
 
 def test_failure_half_way_through_a_gre_leaves_nothing(tmp_path, monkeypatch):
-    real_save = nib.save
-    calls = {"n": 0}
-
-    def failing_save(image, filename):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError("No space left on device")
-        return real_save(image, filename)
-
-    monkeypatch.setattr(nib, "save", failing_save)
+    fail_nth_nifti_save(monkeypatch, 2)
     with pytest.raises(OSError):
         write_gre_nifti(_gre(), tmp_path / "out" / "scan")
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
-    calls["n"] = 0
+    monkeypatch.undo()  # a fresh counter for the second writer
+    fail_nth_nifti_save(monkeypatch, 2)
     with pytest.raises(OSError):
         write_bids_megre(_gre(), tmp_path / "bids", "01")
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
