@@ -1,0 +1,1 @@
+"""Background field removal: PDF, V-SHARP, LBV, iSMV/RESHARP."""

@@ -1,0 +1,1 @@
+"""LIC calibrations: literature curves and fitting your own against chemical LIC."""

@@ -1,0 +1,1 @@
+"""Masks from magnitude and phase quality; morphology; user masks."""

@@ -1,0 +1,1 @@
+"""Multi-echo phase to field map: phase offset removal, unwrapping, field estimation."""

@@ -1,0 +1,1 @@
+"""Figures: QC montages and plots (matplotlib, Agg backend)."""
