@@ -1,0 +1,187 @@
+"""Phase offset removal, unwrapping and field fitting against known truth."""
+
+import numpy as np
+import pytest
+
+from qsmliver.backend import to_numpy
+from qsmliver.errors import QSMConfigError, QSMInputError
+from qsmliver.phase import (
+    estimate_field,
+    estimate_phase_offset,
+    fit_field_complex,
+    fit_field_linear,
+    remove_phase_offset,
+    temporal_unwrap,
+    unwrap_laplacian,
+    unwrap_quality_guided,
+    unwrap_skimage,
+    wrap_to_pi,
+)
+from qsmliver.simulate import brain_phantom
+
+VOXEL = (3.0, 3.0, 3.0)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return brain_phantom(shape=(64, 64, 48), voxel_size_mm=VOXEL, snr=100, seed=3)
+
+
+def _smooth_phase(shape=(80, 72, 60), wraps=12.0, seed=0):
+    """A smooth phase (a Gaussian bump plus a tilted plane) spanning ``wraps`` cycles in a
+    sphere, with steps between neighbours below about π/2 before noise (0.25 rad)."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    bump = np.exp(-(grid[0] ** 2 + 1.5 * grid[1] ** 2 + grid[2] ** 2) / 1.5)
+    phase = bump + 1.0 * grid[0] - 0.3 * grid[2]
+    mask = sum(g**2 for g in grid) < 0.9
+    phase = 2 * np.pi * wraps * (phase - phase[mask].min()) / np.ptp(phase[mask])
+    noisy = phase + rng.normal(0, 0.25, shape)
+    return phase, noisy, mask
+
+
+def _agreement(estimate, truth, mask, period=2 * np.pi):
+    """Fraction of the mask where estimate - truth is the same whole number of periods."""
+    k = np.round((to_numpy(estimate) - truth)[mask] / period)
+    _, counts = np.unique(k, return_counts=True)
+    return counts.max() / mask.sum()
+
+
+def test_wrap_to_pi():
+    values = np.array([-3 * np.pi, -np.pi, 0.0, np.pi, 2.5 * np.pi])
+    wrapped = wrap_to_pi(values)
+    assert np.all(wrapped >= -np.pi) and np.all(wrapped < np.pi)
+    np.testing.assert_allclose(np.exp(1j * wrapped), np.exp(1j * values), atol=1e-12)
+
+
+@pytest.mark.parametrize("unwrapper", [unwrap_quality_guided, unwrap_skimage])
+def test_congruent_unwrappers_recover_smooth_phase_with_many_wraps(unwrapper):
+    truth, noisy, mask = _smooth_phase()
+    assert np.ptp(truth[mask]) / (2 * np.pi) > 10
+    result = unwrapper(wrap_to_pi(noisy), mask=mask)
+    congruence = (result - noisy)[mask] / (2 * np.pi)
+    np.testing.assert_allclose(congruence, np.round(congruence), atol=1e-9)
+    assert _agreement(result, noisy, mask) > 0.999
+    assert np.all(result[~mask] == 0)
+
+
+def test_quality_guided_keeps_input_device_and_dtype(xp):
+    truth, _, mask = _smooth_phase(shape=(20, 18, 16), wraps=5)
+    result = unwrap_quality_guided(xp.asarray(wrap_to_pi(truth).astype(np.float32)),
+                                   xp.ones(truth.shape, dtype=np.float32), xp.asarray(mask))
+    assert type(result) is type(xp.asarray(mask)) and result.dtype == np.float32
+    assert _agreement(result, truth, mask) == 1.0
+
+
+def test_quality_guided_handles_separate_parts():
+    truth, _, _ = _smooth_phase(shape=(40, 20, 20), wraps=8)
+    mask = np.zeros(truth.shape, bool)
+    mask[2:18, 2:18, 2:18] = True
+    mask[22:38, 2:18, 2:18] = True  # two islands, each unwrapped from its own seed
+    result = unwrap_quality_guided(wrap_to_pi(truth), mask=mask)
+    for part in (np.s_[:20], np.s_[20:]):
+        island = np.zeros_like(mask)
+        island[part] = mask[part]
+        assert _agreement(result, truth, island) == 1.0
+
+
+def test_laplacian_unwrapping_recovers_phase_with_neumann_boundaries(xp):
+    shape = (64, 60, 48)
+    grid = np.meshgrid(*[np.arange(n) + 0.5 for n in shape], indexing="ij")
+    # DCT-II cosines (zero normal derivative at the borders), steps below π/2 per voxel
+    truth = 25.0 * np.cos(np.pi * grid[0] / shape[0]) * np.cos(np.pi * grid[1] / shape[1]) \
+        + 12.0 * np.cos(2 * np.pi * grid[2] / shape[2])
+    assert np.ptp(truth) / (2 * np.pi) > 10
+    result = to_numpy(unwrap_laplacian(xp.asarray(wrap_to_pi(truth)), None, (1.0, 1.0, 1.0)))
+    error = (result - result.mean()) - (truth - truth.mean())
+    assert np.linalg.norm(error) / np.linalg.norm(truth - truth.mean()) < 0.02
+
+
+def test_temporal_unwrap_is_exact_for_linear_phase():
+    rng = np.random.default_rng(1)
+    te = np.array([0.004, 0.008, 0.012, 0.016, 0.020])
+    field = rng.uniform(-150, 150, (6, 5, 4))
+    phase = 2 * np.pi * field[..., None] * te
+    result = temporal_unwrap(wrap_to_pi(phase), te, phase[..., 0])
+    np.testing.assert_allclose(result, phase, atol=1e-9)
+
+
+def test_field_from_phantom_equals_truth_up_to_global_period(phantom):
+    """Acceptance: > 10 wraps in the last echo, unwrapped field right in > 99.5 % of the mask."""
+    brain = phantom.masks["brain"]
+    gre = phantom.gre
+    last_echo_phase = 2 * np.pi * phantom.truth["total_field_hz"] * gre.te_s[-1]
+    assert np.ptp(last_echo_phase[brain]) / (2 * np.pi) > 10
+    truth_hz = phantom.truth["total_field_hz"]
+    for method in ("complex", "linear"):
+        fit = estimate_field(gre.signal, gre.te_s, mask=brain, voxel_size_mm=VOXEL,
+                             method=method, unwrap_method="quality")
+        period = 1.0 / (gre.te_s[1] - gre.te_s[0])
+        assert _agreement(fit.field_hz, truth_hz, brain, period) > 0.995, method
+        error = (fit.field_hz - truth_hz)[brain]
+        error -= period * np.round(np.median(error) / period)
+        assert np.median(np.abs(error)) < 0.5, method  # Hz
+
+
+def test_mcpc3ds_removes_phase_offset(phantom):
+    brain = phantom.masks["brain"]
+    gre = phantom.gre
+    offset = estimate_phase_offset(gre.signal, gre.te_s, mask=brain, voxel_size_mm=VOXEL)
+    error = wrap_to_pi(offset - phantom.truth["phi0_rad"])[brain]
+    assert np.sqrt(np.mean(error**2)) < 0.05
+    corrected = remove_phase_offset(gre.signal, offset)
+    assert corrected.shape == gre.signal.shape and corrected.dtype == gre.signal.dtype
+
+
+def test_phase_offset_would_leak_into_linear_fit_without_removal(phantom):
+    """Why offset removal exists: φ0 (up to 1 rad here) biases a fit through the origin."""
+    brain = phantom.masks["brain"]
+    gre = phantom.gre
+    te = gre.te_s
+    truth_hz = phantom.truth["total_field_hz"]
+    true_phase = 2 * np.pi * truth_hz[..., None] * te + phantom.truth["phi0_rad"][..., None]
+    biased = fit_field_linear(true_phase, np.abs(gre.signal), te)
+    leak = np.median(np.abs(biased.field_hz - truth_hz)[brain])
+    fit = estimate_field(gre.signal, te, mask=brain, voxel_size_mm=VOXEL, method="linear")
+    corrected = np.median(np.abs(fit.field_hz - truth_hz)[brain])
+    assert leak > 1.5 and corrected < 0.5 and corrected < leak / 10
+
+
+def test_complex_fit_noise_map_matches_monte_carlo():
+    rng = np.random.default_rng(7)
+    te = np.array([0.003, 0.006, 0.009, 0.012, 0.015])
+    sigma = 0.05
+    n = 4000
+    field = 37.0
+    clean = 1.0 * np.exp(1j * (0.4 + 2 * np.pi * field * te)) * np.exp(-20 * te)
+    noisy = clean + sigma * (rng.standard_normal((n, 1, 1, te.size))
+                             + 1j * rng.standard_normal((n, 1, 1, te.size)))
+    fit = fit_field_complex(noisy, te)
+    empirical = np.std(fit.field_hz)
+    predicted = np.median(fit.noise_std_hz)
+    assert abs(np.mean(fit.field_hz) - field) < 3 * empirical / np.sqrt(n)
+    assert 0.8 < predicted / empirical < 1.25
+    assert fit.aliasing_period_hz == pytest.approx(1 / 0.003)
+
+
+def test_complex_fit_runs_on_backend(xp):
+    te = np.array([0.002, 0.004, 0.006])
+    field = np.linspace(-100, 100, 24).reshape(2, 3, 4)
+    signal = np.exp(1j * 2 * np.pi * field[..., None] * te).astype(np.complex64)
+    fit = fit_field_complex(xp.asarray(signal), te)
+    assert fit.field_hz.dtype == np.float32
+    np.testing.assert_allclose(to_numpy(fit.field_hz), field, atol=1e-2)
+
+
+def test_bad_inputs_are_clear_errors(phantom):
+    gre = phantom.gre
+    with pytest.raises(QSMConfigError, match="unknown field method"):
+        estimate_field(gre.signal, gre.te_s, method="magic")
+    with pytest.raises(QSMConfigError, match="unknown unwrapping method"):
+        estimate_field(gre.signal, gre.te_s, unwrap_method="magic")
+    with pytest.raises(QSMInputError, match="echo times"):
+        estimate_field(gre.signal, gre.te_s[:3])
+    with pytest.raises(QSMInputError, match="empty"):
+        unwrap_quality_guided(np.zeros((4, 4, 4)), mask=np.zeros((4, 4, 4), bool))
+    with pytest.raises(QSMInputError, match="does not match"):
+        unwrap_laplacian(np.zeros((4, 4, 4)), np.ones((4, 4, 5), bool))
