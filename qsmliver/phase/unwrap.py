@@ -146,6 +146,7 @@ def unwrap_laplacian(phase: Array, mask: Array | None = None,
     _check_volume(phase, mask)
     dtype = phase.dtype if phase.dtype.kind == "f" else np.float64
     phase = phase.astype(dtype, copy=False)
+    xp = get_array_module(phase)
     voxel = np.asarray(voxel_size_mm, dtype=float)
     rhs = _laplacian_neumann(phase, voxel, wrapped=True)
     unwrapped = _inverse_laplacian_dct(rhs, voxel).astype(dtype, copy=False)
