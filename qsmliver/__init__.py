@@ -7,6 +7,10 @@ The public entry points are
   :class:`~qsmliver.data.MultiEchoGRE`, and atomic writers with JSON sidecars;
 - :mod:`qsmliver.backend` -- device selection and the array module (NumPy or CuPy);
 - :mod:`qsmliver.data` -- the data model;
+- :func:`qsmliver.recon` (:mod:`qsmliver.pipeline`) -- the QSM chain from a
+  :class:`~qsmliver.data.MultiEchoGRE` to χ, field, local field, mask and R2* maps;
+- the stages: :mod:`qsmliver.phase`, :mod:`qsmliver.mask`, :mod:`qsmliver.bgremove`,
+  :mod:`qsmliver.inversion`, :mod:`qsmliver.relaxometry`, :mod:`qsmliver.calibrate`;
 - the ``qsmliver`` command (:mod:`qsmliver.cli`).
 """
 
@@ -20,6 +24,7 @@ from qsmliver.errors import (
     QSMNumericalError,
     QSMOutputExistsError,
 )
+from qsmliver.pipeline import recon
 
 __all__ = [
     "MultiEchoGRE",
@@ -30,4 +35,5 @@ __all__ = [
     "QSMOutputExistsError",
     "QuantitativeMap",
     "__version__",
+    "recon",
 ]

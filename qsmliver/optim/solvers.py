@@ -39,6 +39,12 @@ class SolverInfo:
     relative_residual: float
     converged: bool
 
+    def __post_init__(self) -> None:
+        # plain Python scalars, so that the summary is JSON-serialisable
+        self.iterations = int(self.iterations)
+        self.relative_residual = float(self.relative_residual)
+        self.converged = bool(self.converged)
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary."""
         return dataclasses.asdict(self)

@@ -206,6 +206,10 @@ def unwrap_field(field_hz: Array, aliasing_period_hz: float, *, method: str = "q
     differs from the input by whole periods; the global period is chosen so that the median
     over the mask lies within half a period of the input's median.
 
+    Isolated voxels left a whole period away from their neighbourhood (where the true field
+    is aliased between neighbours, e.g. next to air-tissue boundaries) are moved to the period
+    of the 3×3×3 median of the mask voxels around them.
+
     Returns
     -------
     (X, Y, Z) array
@@ -216,6 +220,8 @@ def unwrap_field(field_hz: Array, aliasing_period_hz: float, *, method: str = "q
     unwrapped = unwrap(phase, method, magnitude=magnitude, mask=mask,
                        voxel_size_mm=voxel_size_mm)
     field = unwrapped * (aliasing_period_hz / TWO_PI)
+    if method != "laplacian":
+        field = _fix_isolated_periods(field, aliasing_period_hz, mask)
     if mask is not None:
         inside = mask.astype(bool)
         median_in = float(xp.median(field_hz[inside]))
@@ -223,3 +229,21 @@ def unwrap_field(field_hz: Array, aliasing_period_hz: float, *, method: str = "q
         shift = aliasing_period_hz * np.round((median_in - median_out) / aliasing_period_hz)
         field = xp.where(inside, field + shift, 0)
     return field.astype(field_hz.dtype)
+
+
+def _fix_isolated_periods(field: Array, period: float, mask: Array | None) -> Array:
+    """Shift voxels by whole periods towards the median of their 3×3×3 neighbourhood."""
+    from qsmliver.backend import ndimage
+
+    xp = get_array_module(field)
+    nd = ndimage(xp)
+    inside = xp.ones(field.shape, bool) if mask is None else mask.astype(bool)
+    # median over mask voxels only: outside voxels are set to +inf/-inf in equal numbers
+    # would bias it, so use the median of the field with outside voxels replaced by the
+    # local mean of the inside ones.
+    count = nd.uniform_filter(inside.astype(field.dtype), size=3)
+    mean = nd.uniform_filter(xp.where(inside, field, 0), size=3) / xp.maximum(count, 1e-6)
+    filled = xp.where(inside, field, mean)
+    median = nd.median_filter(filled, size=3)
+    shift = xp.round((median - field) / period)
+    return xp.where(inside, field + shift * period, field)

@@ -41,7 +41,10 @@ skull 300 (very short T2* of cortical bone). Proton densities (:data:`DEFAULT_PR
 are relative (CSF 1).
 
 Field model. The total field is the Lorentz-corrected dipole field of the whole χ map with
-air filling all space outside the head: it is computed as the zero-padded dipole convolution
+air filling all space outside the head, every voxel a uniformly magnetised box (the exact
+"cuboid" kernel of :func:`qsmliver.simulate.forward.susceptibility_field_ppm`, whose field of
+outside sources is harmonic inside the brain, unlike the ringing k-space kernel): it is computed
+as the zero-padded dipole convolution
 of ``(χ − χ_air) · head`` (uniform χ filling all space produces no field, so this equals the
 field of the full map without a field-of-view edge artefact), plus a smooth low-order
 polynomial shim residual. It is split exactly into
@@ -435,8 +438,9 @@ def brain_phantom(
     inside_head_outline = labels != 0
     source_total = np.where(inside_head_outline, chi - chi_air, 0.0)
     source_local = np.where(brain, chi, 0.0)
-    local = susceptibility_field_ppm(source_local, voxel, b0, pad_factor=pad_factor)
-    external = susceptibility_field_ppm(source_total - source_local, voxel, b0,
+    local = susceptibility_field_ppm(source_local, voxel, b0, pad_factor=pad_factor,
+                                     kernel="cuboid")
+    external = susceptibility_field_ppm(source_total - source_local, voxel, b0, kernel="cuboid",
                                         pad_factor=pad_factor)
     shim = shim_ppm * _shim_polynomial(shape, rng_shim, head)
     background = external + shim

@@ -1,0 +1,378 @@
+"""The QSM chain composed from a configuration: field map → mask → background → inversion.
+
+``recon(gre, anatomy="brain", ...)`` is the Python API; ``qsmliver recon`` parses options into
+the same :class:`ReconConfig`, calls it and writes the result with
+:func:`qsmliver.io.results.write_recon`. No file I/O and no option parsing here; every stage is
+a function of arrays (DESIGN section 1). Data move to the device once at the start and back
+once at the end.
+
+Configuration (TOML file, then CLI overrides; every section is optional)::
+
+    anatomy = "brain"
+    device = "auto"            # auto | cpu | cuda | cuda:N
+    dtype = "float32"          # float32 | float64
+
+    [field]
+    method = "complex"         # complex | linear
+    unwrap = "quality"         # quality | laplacian | skimage
+
+    [mask]
+    separation_mm = 4.0        # skull-stripping erosion of the automatic brain mask
+    erode_mm = 0.0
+    phase_quality = true       # drop voxels of unreliable field
+
+    [bgremove]
+    method = "vsharp"          # any qsmliver.bgremove method; other keys go to the method
+
+    [inversion]
+    method = "tv_admm"         # any qsmliver.inversion method; other keys go to the method
+
+    [reference]
+    method = "mean"            # mean | csf | none
+
+    [r2star]
+    method = "loglinear"
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qsmliver import __version__, backend
+from qsmliver.data import MultiEchoGRE, QuantitativeMap, hz_to_ppm
+from qsmliver.errors import QSMConfigError, QSMInputError
+
+__all__ = ["DEFAULT_CONFIG", "ReconConfig", "ReconResult", "load_config", "recon"]
+
+#: The default chain (chosen by measured accuracy on the brain phantom; see README).
+DEFAULT_CONFIG: dict[str, Any] = {
+    "anatomy": "brain",
+    "device": "auto",
+    "dtype": "float32",
+    "field": {"method": "complex", "unwrap": "quality"},
+    "mask": {"separation_mm": 4.0, "erode_mm": 0.0, "phase_quality": True},
+    "bgremove": {"method": "vsharp"},
+    "inversion": {"method": "tv_admm"},
+    "reference": {"method": "mean"},
+    "r2star": {"method": "loglinear"},
+}
+_SECTIONS = {k for k, v in DEFAULT_CONFIG.items() if isinstance(v, dict)}
+_ANATOMIES = ("brain", "liver")
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if key in _SECTIONS:
+            if not isinstance(value, Mapping):
+                raise QSMConfigError(f"{where}: [{key}] must be a table of options")
+            section = dict(out[key])
+            if "method" in value and value["method"] != section.get("method"):
+                # a new method: drop the options that belonged to the old one
+                section = {"method": value["method"]}
+            section.update(value)
+            out[key] = section
+        elif key in DEFAULT_CONFIG:
+            out[key] = value
+        else:
+            raise QSMConfigError(f"{where}: unknown configuration key {key!r}; known: "
+                                 f"{', '.join(sorted(DEFAULT_CONFIG))}")
+    return out
+
+
+@dataclasses.dataclass
+class ReconConfig:
+    """A validated pipeline configuration (a nested dict; see the module docstring)."""
+
+    values: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: copy.deepcopy(DEFAULT_CONFIG))
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None = None,
+                     where: str = "configuration") -> ReconConfig:
+        """Defaults updated by ``mapping`` (same layout as the TOML file)."""
+        config = cls(_merge(DEFAULT_CONFIG, mapping or {}, where))
+        config.validate()
+        return config
+
+    def updated(self, mapping: Mapping[str, Any], where: str = "override") -> ReconConfig:
+        """A copy with ``mapping`` applied on top."""
+        config = ReconConfig(_merge(self.values, mapping, where))
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Check the names that are known here (stage options are checked by the stages)."""
+        from qsmliver.phase import FIELD_METHODS, UNWRAP_METHODS
+        from qsmliver.reference import REFERENCE_METHODS
+
+        v = self.values
+        checks = [("anatomy", v["anatomy"], _ANATOMIES),
+                  ("dtype", v["dtype"], ("float32", "float64")),
+                  ("field.method", v["field"].get("method"), FIELD_METHODS),
+                  ("field.unwrap", v["field"].get("unwrap"), UNWRAP_METHODS),
+                  ("reference.method", v["reference"].get("method"), REFERENCE_METHODS)]
+        for name, value, allowed in checks:
+            if value not in allowed:
+                raise QSMConfigError(f"{name} = {value!r} is not one of {', '.join(allowed)}")
+        unknown_field = set(v["field"]) - {"method", "unwrap"}
+        unknown_mask = set(v["mask"]) - {"separation_mm", "erode_mm", "phase_quality",
+                                          "threshold", "threshold_scale"}
+        for section, unknown in (("field", unknown_field), ("mask", unknown_mask)):
+            if unknown:
+                raise QSMConfigError(f"[{section}]: unknown option(s) {sorted(unknown)}")
+
+    def stage_options(self, section: str) -> tuple[str, dict[str, Any]]:
+        """``(method, other options)`` of a stage section."""
+        options = dict(self.values[section])
+        return options.pop("method"), options
+
+
+def load_config(path: str | Path) -> ReconConfig:
+    """Read a TOML (or JSON) configuration file into a :class:`ReconConfig`.
+
+    Raises
+    ------
+    QSMInputError
+        If the file is missing or cannot be parsed.
+    QSMConfigError
+        For unknown keys or values.
+    """
+    import json
+
+    file = Path(path)
+    if not file.is_file():
+        raise QSMInputError("no such configuration file", file)
+    text = file.read_text(encoding="utf-8")
+    try:
+        if file.suffix.lower() == ".json":
+            mapping = json.loads(text)
+        else:
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                raise QSMConfigError(f"{file}: TOML needs Python >= 3.11; use JSON") from None
+            mapping = tomllib.loads(text)
+    except ValueError as exc:
+        raise QSMInputError(f"cannot parse the configuration: {exc}", file) from None
+    if not isinstance(mapping, dict):
+        raise QSMInputError("the configuration must be a table of options", file)
+    return ReconConfig.from_mapping(mapping, where=str(file))
+
+
+@dataclasses.dataclass
+class ReconResult:
+    """Everything a reconstruction produced, on the host.
+
+    Attributes
+    ----------
+    maps : dict of str to QuantitativeMap
+        Keyed by output suffix: "Chimap", "fieldmap", "desc-localfield_map", "mask",
+        "R2starmap" (and "desc-fieldnoise_map").
+    magnitude : (X, Y, Z) ndarray
+        First-echo magnitude, for QC figures.
+    config : dict
+        The configuration used.
+    provenance : dict
+        Timings per stage (s), device, solver reports, reference, software version.
+    """
+
+    maps: dict[str, QuantitativeMap]
+    magnitude: np.ndarray
+    config: dict[str, Any]
+    provenance: dict[str, Any]
+
+
+class _Timer:
+    def __init__(self, xp) -> None:
+        self.xp = xp
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Context:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                backend_synchronize(timer.xp)
+                timer.timings[name] = round(time.perf_counter() - self.start, 4)
+
+        return _Context()
+
+
+def backend_synchronize(xp) -> None:
+    """Wait for queued device work (CuPy is asynchronous); no-op on NumPy."""
+    if xp is not np:
+        xp.cuda.get_current_stream().synchronize()
+
+
+def _weights_from_noise(noise_std_hz, mask, xp):
+    """Data weights ∝ 1/σ_f, normalised to mean 1 in the mask and capped at 5."""
+    inside = mask & xp.isfinite(noise_std_hz) & (noise_std_hz > 0)
+    weight = xp.where(inside, 1.0 / xp.where(inside, noise_std_hz, 1.0), 0.0)
+    mean = weight[inside].mean() if bool(inside.any()) else 1.0
+    weight = xp.minimum(weight / mean, 5.0)
+    return weight.astype(noise_std_hz.dtype)
+
+
+def recon(gre: MultiEchoGRE, anatomy: str = "brain", *, mask: Any = None,
+          config: ReconConfig | Mapping[str, Any] | None = None, device: str | None = None,
+          **overrides: Any) -> ReconResult:
+    """Reconstruct susceptibility (and field, local field, R2*) from a multi-echo GRE.
+
+    Parameters
+    ----------
+    gre : MultiEchoGRE
+        The acquisition (complex, with phase).
+    anatomy : {"brain", "liver"}
+        "liver" needs fat-water separation, which is not in this version.
+    mask : (X, Y, Z) bool array, optional
+        A user mask (replaces the automatic one).
+    config : ReconConfig or mapping, optional
+        The chain (defaults: :data:`DEFAULT_CONFIG`).
+    device : str, optional
+        Overrides ``config["device"]``.
+    **overrides
+        Section updates, e.g. ``inversion={"method": "medi", "lam": 1000}``.
+
+    Returns
+    -------
+    ReconResult
+
+    Raises
+    ------
+    QSMInputError
+        For magnitude-only data or a mask that does not fit the data.
+    QSMConfigError
+        For an unknown method or option.
+    """
+    if isinstance(config, ReconConfig):
+        cfg = config.updated({"anatomy": anatomy, **overrides})
+    else:
+        cfg = ReconConfig.from_mapping({**(config or {}), "anatomy": anatomy, **overrides})
+    if device is not None:
+        cfg = cfg.updated({"device": device})
+    v = cfg.values
+    if v["anatomy"] == "liver":
+        raise QSMConfigError("anatomy 'liver' needs fat-water separation, which this version "
+                             "does not have yet; use anatomy 'brain'")
+    if not gre.has_phase:
+        raise QSMInputError("QSM needs phase images; this acquisition has magnitude only",
+                            gre.source_files[0] if gre.source_files else None, "phase")
+    from qsmliver.bgremove import remove_background
+    from qsmliver.inversion import invert_dipole
+    from qsmliver.mask import brain_mask
+    from qsmliver.phase import estimate_field
+    from qsmliver.reference import csf_mask_from_r2star, reference_chi
+    from qsmliver.relaxometry import fit_r2star
+
+    target = backend.resolve_device(v["device"])
+    complex_dtype = np.complex64 if v["dtype"] == "float32" else np.complex128
+    data = gre.to(target)
+    xp = backend.get_array_module(data.signal)
+    signal = data.signal.astype(complex_dtype, copy=False)
+    voxel = tuple(float(x) for x in gre.voxel_size_mm)
+    b0_dir = tuple(float(x) for x in gre.b0_dir)
+    te = np.asarray(gre.te_s, dtype=float)
+    timer = _Timer(xp)
+    report: dict[str, Any] = {}
+    magnitude = xp.abs(signal)
+
+    with timer("mask"):
+        if mask is not None:
+            user_mask = backend.to_device(np.asarray(backend.to_numpy(mask)).astype(bool),
+                                          target)
+            if tuple(user_mask.shape) != gre.shape:
+                raise QSMInputError(f"mask shape {tuple(user_mask.shape)} does not match the "
+                                    f"data {gre.shape}", field="mask")
+            if not bool(user_mask.any()):
+                raise QSMInputError("the mask is empty", field="mask")
+            object_mask = user_mask
+        else:
+            mask_options = {k: v["mask"][k] for k in ("separation_mm", "threshold",
+                                                      "threshold_scale") if k in v["mask"]}
+            object_mask = brain_mask(magnitude, voxel, **mask_options)
+    field_method, field_unwrap = v["field"]["method"], v["field"]["unwrap"]
+    with timer("field"):
+        fit = estimate_field(signal, te, mask=object_mask, voxel_size_mm=voxel,
+                             method=field_method, unwrap_method=field_unwrap)
+    if mask is None and (v["mask"].get("phase_quality") or v["mask"].get("erode_mm")):
+        with timer("mask_refine"):
+            object_mask = brain_mask(magnitude, voxel, **{
+                k: v["mask"][k] for k in ("separation_mm", "threshold", "threshold_scale",
+                                          "erode_mm") if k in v["mask"]},
+                noise_std_hz=fit.noise_std_hz if v["mask"].get("phase_quality") else None)
+    field_hz = xp.where(object_mask, fit.field_hz, 0)
+    field_ppm = hz_to_ppm(field_hz, gre.b0_t).astype(field_hz.dtype)
+    weight = _weights_from_noise(fit.noise_std_hz, object_mask, xp)
+
+    method, options = cfg.stage_options("bgremove")
+    with timer("bgremove"):
+        background = remove_background(field_ppm, object_mask, voxel, b0_dir, method,
+                                       weight=weight, **options)
+    report["bgremove"] = background.parameters
+    local_mask = background.mask
+
+    r2s_method, r2s_options = cfg.stage_options("r2star")
+    with timer("r2star"):
+        r2star_fit = fit_r2star(magnitude, te, method=r2s_method, mask=object_mask,
+                                **r2s_options)
+    r2star = r2star_fit.r2star_per_s
+
+    reference_method = v["reference"]["method"]
+    csf = None
+    if reference_method == "csf" or v["inversion"].get("method") == "medi0":
+        csf = csf_mask_from_r2star(r2star, local_mask, voxel)
+    method, options = cfg.stage_options("inversion")
+    with timer("inversion"):
+        inversion = invert_dipole(background.local_field_ppm, local_mask, voxel, b0_dir,
+                                  method, weight=weight * local_mask,
+                                  magnitude=magnitude[..., 0], csf_mask=csf, **options)
+    report["inversion"] = inversion.parameters
+    with timer("reference"):
+        roi = csf if reference_method == "csf" else None
+        if reference_method == "csf" and (csf is None or not bool(csf.any())):
+            raise QSMInputError("no CSF found for the χ reference (R2* < 5 1/s in the "
+                                "eroded brain); use reference 'mean'", field="reference")
+        chi, reference_info = reference_chi(inversion.chi_ppm, local_mask, reference_method,
+                                            roi=roi)
+
+    affine = np.asarray(gre.affine)
+    to_host = backend.to_numpy
+    maps = {
+        "Chimap": QuantitativeMap(to_host(chi), "Chimap", "ppm", affine,
+                                  method=inversion.method,
+                                  parameters={**inversion.parameters, **reference_info}),
+        "fieldmap": QuantitativeMap(to_host(field_hz), "fieldmap", "Hz", affine,
+                                    method=f"field:{field_method}+unwrap:{field_unwrap}",
+                                    parameters={"EchoTime_s": te.tolist()}),
+        "desc-localfield_map": QuantitativeMap(
+            to_host(background.local_field_ppm), "desc-localfield_map", "ppm", affine,
+            method=background.method, parameters=background.parameters),
+        "mask": QuantitativeMap(to_host(local_mask), "mask", "1", affine,
+                                method="background-removal mask",
+                                parameters={"automatic": mask is None}),
+        "R2starmap": QuantitativeMap(to_host(r2star), "R2starmap", "1/s", affine,
+                                     method=r2star_fit.method,
+                                     parameters=r2star_fit.parameters),
+        "desc-fieldnoise_map": QuantitativeMap(
+            to_host(xp.where(object_mask, fit.noise_std_hz, 0)), "desc-fieldnoise_map", "Hz",
+            affine, method=f"field:{field_method}", parameters={}),
+    }
+    provenance = {
+        "Software": "qsmliver", "Version": __version__, "Device": str(target),
+        "Anatomy": v["anatomy"], "Timings_s": timer.timings,
+        "Acquisition": {k: val for k, val in gre.describe().items() if k != "SourceFiles"},
+        "Stages": report, **reference_info,
+    }
+    return ReconResult(maps=maps, magnitude=to_host(magnitude[..., 0]), config=cfg.values,
+                       provenance=provenance)
