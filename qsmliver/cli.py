@@ -221,26 +221,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _load_phantom_config(path: str) -> dict[str, Any]:
     """Phantom keyword arguments from a JSON or TOML file (e.g. ``{"chi_ppm": {...}}``)."""
-    from qsmliver.errors import QSMInputError
+    from qsmliver.io.config import read_config_file
 
-    file = Path(path)
-    if not file.is_file():
-        raise QSMInputError("no such file", file)
-    text = file.read_text(encoding="utf-8")
-    try:
-        if file.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                raise QSMConfigError(f"{file}: TOML needs Python >= 3.11; use JSON") from None
-            config = tomllib.loads(text)
-        else:
-            config = json.loads(text)
-    except (ValueError, TypeError) as exc:
-        raise QSMInputError(f"cannot parse the phantom config: {exc}", file) from None
-    if not isinstance(config, dict):
-        raise QSMInputError("the phantom config must be a table/object of parameters", file)
-    return config
+    return read_config_file(path, "phantom config")
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:

@@ -145,26 +145,10 @@ def load_config(path: str | Path) -> ReconConfig:
     QSMConfigError
         For unknown keys or values.
     """
-    import json
+    from qsmliver.io.config import read_config_file
 
-    file = Path(path)
-    if not file.is_file():
-        raise QSMInputError("no such configuration file", file)
-    text = file.read_text(encoding="utf-8")
-    try:
-        if file.suffix.lower() == ".json":
-            mapping = json.loads(text)
-        else:
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                raise QSMConfigError(f"{file}: TOML needs Python >= 3.11; use JSON") from None
-            mapping = tomllib.loads(text)
-    except ValueError as exc:
-        raise QSMInputError(f"cannot parse the configuration: {exc}", file) from None
-    if not isinstance(mapping, dict):
-        raise QSMInputError("the configuration must be a table of options", file)
-    return ReconConfig.from_mapping(mapping, where=str(file))
+    mapping = read_config_file(path, "configuration")
+    return ReconConfig.from_mapping(mapping, where=str(path))
 
 
 @dataclasses.dataclass
