@@ -56,7 +56,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "anatomy": "brain",
     "device": "auto",
     "dtype": "float32",
-    "field": {"method": "complex", "unwrap": "quality"},
+    "field": {"method": "complex", "unwrap": "quality", "exclude_aliased": True},
     "mask": {"separation_mm": 4.0, "erode_mm": 0.0, "phase_quality": True},
     "bgremove": {"method": "vsharp"},
     "inversion": {"method": "tv_admm"},
@@ -122,7 +122,7 @@ class ReconConfig:
         for name, value, allowed in checks:
             if value not in allowed:
                 raise QSMConfigError(f"{name} = {value!r} is not one of {', '.join(allowed)}")
-        unknown_field = set(v["field"]) - {"method", "unwrap"}
+        unknown_field = set(v["field"]) - {"method", "unwrap", "exclude_aliased"}
         unknown_mask = set(v["mask"]) - {"separation_mm", "erode_mm", "phase_quality",
                                           "threshold", "threshold_scale"}
         for section, unknown in (("field", unknown_field), ("mask", unknown_mask)):
@@ -255,7 +255,7 @@ def recon(gre: MultiEchoGRE, anatomy: str = "brain", *, mask: Any = None,
     from qsmliver.bgremove import remove_background
     from qsmliver.inversion import invert_dipole
     from qsmliver.mask import brain_mask
-    from qsmliver.phase import estimate_field
+    from qsmliver.phase import aliased_voxels, estimate_field
     from qsmliver.reference import csf_mask_from_r2star, reference_chi
     from qsmliver.relaxometry import fit_r2star
 
@@ -295,6 +295,16 @@ def recon(gre: MultiEchoGRE, anatomy: str = "brain", *, mask: Any = None,
                 k: v["mask"][k] for k in ("separation_mm", "threshold", "threshold_scale",
                                           "erode_mm") if k in v["mask"]},
                 noise_std_hz=fit.noise_std_hz if v["mask"].get("phase_quality") else None)
+    if v["field"].get("exclude_aliased", True):
+        # voxels whose field is spatially aliased cannot be unwrapped reliably (next to air
+        # or bone); a whole-period error there would spread through background removal.
+        # The period is that of what was unwrapped in space: the echo-difference field
+        # (1/ΔTE) for the complex fit, the first echo (1/TE1) otherwise.
+        period = (1.0 / float(np.min(np.diff(te))) if field_method == "complex" and te.size > 1
+                  else 1.0 / float(te[0]))
+        aliased = aliased_voxels(fit.field_hz, object_mask, period)
+        report["field"] = {"aliased_voxels_excluded": int(aliased.sum())}
+        object_mask = object_mask & ~aliased
     field_hz = xp.where(object_mask, fit.field_hz, 0)
     field_ppm = hz_to_ppm(field_hz, gre.b0_t).astype(field_hz.dtype)
     weight = _weights_from_noise(fit.noise_std_hz, object_mask, xp)

@@ -185,3 +185,25 @@ def test_bad_inputs_are_clear_errors(phantom):
         unwrap_quality_guided(np.zeros((4, 4, 4)), mask=np.zeros((4, 4, 4), bool))
     with pytest.raises(QSMInputError, match="does not match"):
         unwrap_laplacian(np.zeros((4, 4, 4)), np.ones((4, 4, 5), bool))
+
+
+def test_aliased_voxels_flags_steep_and_wrong_period_neighbours():
+    from qsmliver.phase import aliased_voxels
+
+    period = 250.0
+    field = np.zeros((12, 12, 12))
+    field[..., 6:] = 150.0  # a true step of 0.6 period: aliased, cannot be trusted
+    mask = np.ones(field.shape, bool)
+    flagged = aliased_voxels(field, mask, period)
+    assert flagged[:, :, 5:7].all() and not flagged[:, :, :5].any() and not flagged[:, :, 7:].any()
+    # a smooth field wrongly unwrapped by one period in a block: the block's faces are caught
+    smooth = np.linspace(0, 30, 12)[:, None, None] * np.ones((12, 12, 12))
+    wrong = smooth.copy()
+    wrong[4:8, 4:8, 4:8] += period
+    flagged = aliased_voxels(wrong, mask, period)
+    assert flagged[4, 5, 5] and flagged[3, 5, 5] and not flagged[5, 5, 5]
+    assert not aliased_voxels(smooth, mask, period).any()
+    # neighbours outside the mask are ignored
+    assert not aliased_voxels(field, field == 0, period).any()
+    with pytest.raises(QSMInputError):
+        aliased_voxels(field, mask, period, fraction=0.7)

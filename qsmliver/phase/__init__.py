@@ -7,7 +7,8 @@ compose their own chain:
 - :mod:`qsmliver.phase.unwrap` -- Laplacian, quality-guided (ROMEO-like) and scikit-image
   spatial unwrapping, temporal unwrapping;
 - :mod:`qsmliver.phase.field` -- weighted linear and nonlinear complex field fits with a noise
-  map.
+  map;
+- :mod:`qsmliver.phase.quality` -- voxels whose field is spatially aliased (untrustworthy).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from qsmliver.backend import get_array_module
 from qsmliver.errors import QSMConfigError, QSMInputError
 from qsmliver.phase.field import FieldFit, fit_field_complex, fit_field_linear, unwrap_field
 from qsmliver.phase.offset import estimate_phase_offset, remove_phase_offset
+from qsmliver.phase.quality import aliased_voxels
 from qsmliver.phase.unwrap import (
     UNWRAP_METHODS,
     temporal_unwrap,
@@ -35,6 +37,7 @@ __all__ = [
     "FIELD_METHODS",
     "UNWRAP_METHODS",
     "FieldFit",
+    "aliased_voxels",
     "estimate_field",
     "estimate_phase_offset",
     "fit_field_complex",
