@@ -1,36 +1,60 @@
 """Published calibrations from MRI measurements (R2*, R2, χ) to liver iron concentration (LIC).
 
 LIC is in mg Fe per g dry liver weight. Each :class:`Calibration` carries its citation, the
-field strength it was derived at, its input unit and the range of the input it was derived
-over. :func:`convert_to_lic` refuses a calibration at another field strength (unless
+field strength it was derived at, its input unit, the range of the input it was derived over
+and a ``verification`` note saying which of its numbers were checked against which source.
+:func:`convert_to_lic` refuses a calibration at another field strength (unless
 ``allow_field_mismatch=True``) and warns with :class:`CalibrationRangeWarning` for values
 outside the valid range.
 
-Registry (``name``: formula; field; valid input range)
+Registry (``name``: formula; field; valid input range; what was verified). "Not verified
+against the paper" means that the full text was not available to us: the number is the one
+widely reproduced, and agrees with the independent sources named, but has not been read in
+the original article.
 
 - ``wood2005`` (R2*, 1.5 T): ``LIC = 0.0254·R2* + 0.202``. Wood JC et al., Blood
-  2005;106:1460. Biopsy HIC 1.33-32.9 mg/g (abstract), i.e. R2* ≈ 44-1287 1/s by inverting
-  the formula.
+  2005;106:1460-1465. Verified: biopsy HIC range 1.33-32.9 mg/g (article abstract, which also
+  reports 22 patients with biopsy). Range R2* ≈ 44.4-1287.3 1/s by inverting the formula.
+  Coefficients: agree with an online calculator citing the paper
+  (radclass.mudr.org, "Liver iron content (LIC) R2* 1.5T") but are **not verified against
+  the paper**; field strength likewise.
 - ``hankins2009`` (R2*, 1.5 T): ``LIC = 0.02802·R2* − 0.4549``. Hankins JS et al., Blood
-  2009;113:4853. Range R2* ≈ 30-1300 1/s: **approximate**, not checked against the paper's
-  data.
-- ``garbowski2014`` (R2*, 1.5 T): ``LIC = 0.0290·R2*^1.014``. Garbowski MW et al., J Cardiovasc
-  Magn Reson 2014;16:40. Range R2* ≈ 30-1500 1/s: **approximate**.
-- ``hernando2023_1.5t`` (R2*, 1.5 T): ``LIC = −0.16 + 0.02603·R2*``; ``hernando2023_3t`` (R2*,
-  3 T): ``LIC = −0.03 + 0.01349·R2*``. Hernando D et al., Radiology 2023;306:e213256. Ranges
-  R2* ≈ 25-1200 1/s (1.5 T) and 40-2000 1/s (3 T): **approximate**.
+  2009;113:4853-4855. **Not verified against the paper.** An independent implementation
+  citing the paper (github.com/dtiezzi/Liver-Iron-Estimate) uses
+  ``HIC [µg/g] = −454.85 + 28.02·R2*``, i.e. an intercept of −0.45485 mg/g, of which the
+  −0.4549 here is the four-decimal rounding. Range R2* 30-1300 1/s and field strength:
+  **approximate / not verified**.
+- ``garbowski2014`` (R2*, 1.5 T): ``LIC = 0.0290·R2*^1.014``. Garbowski MW et al., J
+  Cardiovasc Magn Reson 2014;16:40. Coefficients agree with the calculator above and with an
+  independent implementation using the equivalent ``LIC = 31.94·T2*[ms]^−1.014``
+  (0.0290·1000^1.014 = 31.94); **not verified against the paper**. Range R2* 30-1500 1/s:
+  **approximate / not verified**.
+- ``hernando2023_1.5t`` (R2*, 1.5 T): ``LIC = −0.16 + 0.02603·R2*``; ``hernando2023_3t``
+  (R2*, 3.0 T): ``LIC = −0.03 + 0.01349·R2*``. Hernando D et al., Multicenter
+  reproducibility of liver iron quantification with 1.5-T and 3.0-T MRI, Radiology
+  2023;306(2):e213256. Verified: the 1.5 T calibration and the title (article abstract at
+  pubs.rsna.org). The reference LIC of this study is the commercial R2-MRI (FerriScan) LIC
+  at 1.5 T, not biopsy. The abstract also gives a separate calibration for the 2.89 T
+  scanners of the study, which is not in this registry (a 2.89 T measurement is refused by
+  ``hernando2023_3t`` unless ``allow_field_mismatch=True``). The 3.0 T coefficients agree
+  with an independent implementation citing the paper but were **not verified against the
+  paper** (the copy of the abstract available to us is cut off there). Ranges R2* 25-1200
+  1/s (1.5 T) and 40-2000 1/s (3.0 T): **approximate / not verified**.
 - ``stpierre2005`` (R2, 1.5 T): ``R2 = 6.88 + 26.06·LIC^0.701 − 0.438·LIC^1.402`` inverted
-  exactly (the root of the quadratic in ``LIC^0.701`` on the rising branch); published as
-  ``LIC = (29.75 − √(900.7 − 2.283·R2))^1.424``. St Pierre TG et al., Blood 2005;105:855
-  (FerriScan). Biopsy LIC 0.3-42.7 mg/g (abstract), i.e. R2 ≈ 18.0-284.5 1/s. The curve
-  coefficients are quoted from the paper as widely reproduced; verify against the original
-  before clinical use.
+  exactly (the root of the quadratic in ``LIC^0.701`` on the rising branch). St Pierre TG et
+  al., Blood 2005;105:855-861 (FerriScan). Verified: 1.5-T MRI units, 105 subjects, biopsy
+  LIC 0.3-42.7 mg/g (article abstract), i.e. R2 ≈ 18.0-284.5 1/s through the curve. The curve
+  coefficients are **not verified against the paper**; note that the closed-form inverse
+  often quoted with them, ``LIC = (29.75 − √(900.7 − 2.283·R2))^1.424``, has the exponent
+  1.424 where the curve implies 1/0.701 = 1.4265, so one of the two as reproduced is
+  rounded or mis-copied. Obtain the curve from the paper before clinical use.
 - ``chi_linear`` (χ in ppm, any field): ``LIC = (χ − offset)/slope`` with the default slope
   0.15 ppm per mg/g and offset −0.1 ppm of :mod:`qsmliver.simulate.iron` — an **assumption**
   of the order of published linear χ-LIC relations (Sharma SD et al., MRM 2015;74:673; Zhao
-  et al. MRM 2022; Buelo et al. MRM 2025 report slopes of roughly 0.1-0.3 ppm per mg/g
-  depending on the reference tissue); build your own with :func:`chi_calibration` or fit one
-  with :mod:`qsmliver.calibrate.fit`. Range: LIC 0-40 mg/g.
+  et al. MRM 2022; Buelo et al. MRM 2025;93:330, whose abstract reports susceptibility-LIC
+  slopes of 0.102-0.123 across centres at 1.5 T, printed unit "g/[mg·ppm]", presumably ppm
+  per mg/g, against R2-MRI LIC); build your own with :func:`chi_calibration` or fit one with
+  :mod:`qsmliver.calibrate.fit`. Range: LIC 0-40 mg/g.
 """
 
 from __future__ import annotations
@@ -96,6 +120,8 @@ class Calibration:
     citation : str
     formula : str
         Human-readable formula.
+    verification : str
+        Which numbers were checked against which source, and which were not.
     """
 
     name: str
@@ -107,6 +133,7 @@ class Calibration:
     citation: str
     formula: str
     range_note: str = ""
+    verification: str = ""
 
     @property
     def unit(self) -> str:
@@ -151,6 +178,7 @@ class Calibration:
                 valid_range=(float(data["valid_range"][0]), float(data["valid_range"][1])),
                 citation=str(data.get("citation", "")), formula=str(data.get("formula", "")),
                 range_note=str(data.get("range_note", "")),
+                verification=str(data.get("verification", "")),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise QSMConfigError(f"not a calibration description: {exc}") from None
@@ -194,12 +222,16 @@ def chi_calibration(
             "MRM 2015;74:673; Zhao et al., MRM 2022; Buelo et al., MRM 2025); user-overridable"),
         formula=f"LIC = (chi - ({offset_ppm:g})) / {slope_ppm_per_mg_g:g}",
         range_note=f"LIC {lic_range[0]:g}-{lic_range[1]:g} mg/g (assumption)",
+        verification=("user-supplied" if citation else
+                      "assumption of the order of published slopes, not a fitted calibration"),
     )
 
 
 _WOOD_RANGE = ((1.33 - 0.202) / 0.0254, (32.9 - 0.202) / 0.0254)
+_HERNANDO2023 = ("Hernando D, Zhao R, Yuan Q, et al. Multicenter reproducibility of liver iron "
+                 "quantification with 1.5-T and 3.0-T MRI. Radiology 2023;306(2):e213256")
 
-#: The registry of published calibrations.
+#: The registry of published calibrations (verification status: module docstring).
 CALIBRATIONS: dict[str, Calibration] = {
     c.name: c
     for c in (
@@ -211,6 +243,8 @@ CALIBRATIONS: dict[str, Calibration] = {
             "patients. Blood 2005;106:1460-1465",
             "LIC = 0.0254 * R2* + 0.202",
             "biopsy HIC 1.33-32.9 mg/g (abstract) mapped through the formula",
+            "HIC range verified (abstract); coefficients and field strength as widely "
+            "reproduced, not verified against the paper",
         ),
         Calibration(
             "hankins2009", "r2star", "linear", {"a": -0.4549, "b": 0.02802}, 1.5,
@@ -218,7 +252,9 @@ CALIBRATIONS: dict[str, Calibration] = {
             "Hankins JS et al. R2* magnetic resonance imaging of the liver in patients with "
             "iron overload. Blood 2009;113:4853-4855",
             "LIC = 0.02802 * R2* - 0.4549",
-            "approximate (not verified against the paper's data)",
+            "approximate (not verified against the paper)",
+            "not verified against the paper; coefficients agree with an independent "
+            "implementation (HIC ug/g = -454.85 + 28.02 R2*)",
         ),
         Calibration(
             "garbowski2014", "r2star", "power", {"a": 0.0290, "b": 1.014}, 1.5,
@@ -227,23 +263,28 @@ CALIBRATIONS: dict[str, Calibration] = {
             "estimation of liver iron concentration and comparison with R2 Ferriscan. "
             "J Cardiovasc Magn Reson 2014;16:40",
             "LIC = 0.0290 * R2*^1.014",
-            "approximate (not verified against the paper's data)",
+            "approximate (not verified against the paper)",
+            "not verified against the paper; coefficients agree with independent "
+            "calculators (LIC = 31.94 T2*[ms]^-1.014)",
         ),
         Calibration(
             "hernando2023_1.5t", "r2star", "linear", {"a": -0.16, "b": 0.02603}, 1.5,
             (25.0, 1200.0),
-            "Hernando D et al. Multicenter reproducibility and 1.5 T / 3 T calibration of "
-            "R2*-based liver iron quantification. Radiology 2023;306:e213256",
+            _HERNANDO2023,
             "LIC = -0.16 + 0.02603 * R2*",
-            "approximate (not verified against the paper's data)",
+            "approximate (not verified against the paper)",
+            "coefficients verified (article abstract); reference LIC is R2-MRI "
+            "(FerriScan), not biopsy; range not verified",
         ),
         Calibration(
             "hernando2023_3t", "r2star", "linear", {"a": -0.03, "b": 0.01349}, 3.0,
             (40.0, 2000.0),
-            "Hernando D et al. Multicenter reproducibility and 1.5 T / 3 T calibration of "
-            "R2*-based liver iron quantification. Radiology 2023;306:e213256",
+            _HERNANDO2023,
             "LIC = -0.03 + 0.01349 * R2*",
-            "approximate (not verified against the paper's data)",
+            "approximate (not verified against the paper)",
+            "not verified against the paper (abstract copy cut off); coefficients agree "
+            "with an independent implementation; the paper has a separate 2.89 T "
+            "calibration; reference LIC is R2-MRI (FerriScan)",
         ),
         Calibration(
             "stpierre2005", "r2", "stpierre",
@@ -253,6 +294,8 @@ CALIBRATIONS: dict[str, Calibration] = {
             "concentrations using proton magnetic resonance. Blood 2005;105:855-861",
             "R2 = 6.88 + 26.06 * LIC^0.701 - 0.438 * LIC^1.402 (inverted)",
             "biopsy LIC 0.3-42.7 mg/g (abstract) mapped through the curve",
+            "LIC range and 1.5 T verified (abstract); curve coefficients NOT verified "
+            "against the paper - obtain them from the paper before clinical use",
         ),
         chi_calibration(),
     )

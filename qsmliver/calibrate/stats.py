@@ -3,7 +3,15 @@ Bland-Altman and leave-one-out prediction error (DESIGN section 6).
 
 All functions take 1-D host arrays ``x`` (the measurement, e.g. R2* or χ) and ``y`` (the
 reference, e.g. chemical LIC) and return plain dataclasses whose ``to_dict()`` is
-JSON-serialisable.
+JSON-serialisable (an undefined Passing-Bablok confidence limit is ``±inf``, which
+:func:`json.dumps` writes as ``Infinity``).
+
+Every estimator is checked in ``tests/test_calibrate_fit.py`` against printed results of an
+independent implementation or a paper: OLS and Deming (jackknife CI) against the Analyse-it
+reference values distributed with the R package mcr (data sets TD15, TD41) and mcr's
+creatinine example; Passing-Bablok against the "calanas" reference values in mcr's tests,
+the creatinine example, and Sen's (1968) data as used by the R package deming;
+Bland-Altman against Bland & Altman (Lancet 1986) and Giavarina (Biochem Med 2015).
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import scipy.stats as st
+
+from qsmliver.errors import QSMConfigError, QSMInputError
 
 __all__ = [
     "AgreementResult",
@@ -96,18 +106,21 @@ def _xy(x, y) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     if x.shape != y.shape:
-        raise ValueError(f"x and y differ in length ({x.size} vs {y.size})")
+        raise QSMInputError(f"x and y differ in length ({x.size} vs {y.size})")
     if x.size < 3:
-        raise ValueError(f"need at least 3 pairs, got {x.size}")
+        raise QSMInputError(f"need at least 3 pairs, got {x.size}")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError("x and y must be finite")
+        raise QSMInputError("x and y must be finite")
     return x, y
 
 
 def ols(x, y, *, alpha: float = 0.05) -> RegressionResult:
-    """Ordinary least squares of ``y`` on ``x`` with t-based confidence intervals.
+    """Ordinary least squares of ``y`` on ``x`` with t(n − 2) confidence intervals.
 
-    Uses :func:`scipy.stats.linregress` (slope and intercept standard errors).
+    Uses :func:`scipy.stats.linregress` (slope and intercept standard errors). The intervals
+    are the textbook ``b ± t(1 − α/2, n − 2)·SE(b)``; they reproduce the analytical
+    ``LinReg`` intervals of the R package mcr (and the Analyse-it reference values it is
+    tested against) to a relative 1e-7 (``tests/test_calibrate_fit.py``).
     """
     x, y = _xy(x, y)
     fit = st.linregress(x, y)
@@ -118,7 +131,19 @@ def ols(x, y, *, alpha: float = 0.05) -> RegressionResult:
         (float(fit.slope - t * fit.stderr), float(fit.slope + t * fit.stderr)),
         (float(fit.intercept - t * fit.intercept_stderr),
          float(fit.intercept + t * fit.intercept_stderr)),
-        int(x.size), alpha, {"residual_sd": resid_sd, "r_squared": float(fit.rvalue**2)})
+        int(x.size), alpha, {"residual_sd": resid_sd, "r_squared": float(fit.rvalue**2),
+                             "slope_se": float(fit.stderr),
+                             "intercept_se": float(fit.intercept_stderr)})
+
+
+def _deming_slope(sxx, syy, sxy, ratio: float):
+    """Deming slope from (arrays of) centred second moments; vectorised."""
+    sxx, syy, sxy = (np.asarray(v, dtype=np.float64) for v in (sxx, syy, sxy))
+    d = syy - ratio * sxx
+    safe = np.where(sxy == 0, 1.0, sxy)
+    slope = (d + np.sqrt(d * d + 4.0 * ratio * sxy * sxy)) / (2.0 * safe)
+    # sxy = 0: the fitted line is horizontal (or vertical when y varies more than x).
+    return np.where(sxy == 0, np.where(d < 0, 0.0, np.inf), slope)
 
 
 def _deming_point(x: np.ndarray, y: np.ndarray, ratio: float) -> tuple[float, float]:
@@ -126,12 +151,26 @@ def _deming_point(x: np.ndarray, y: np.ndarray, ratio: float) -> tuple[float, fl
     sxx = np.mean((x - mx) ** 2)
     syy = np.mean((y - my) ** 2)
     sxy = np.mean((x - mx) * (y - my))
-    if sxy == 0:
-        slope = 0.0 if syy < ratio * sxx else math.inf
-    else:
-        d = syy - ratio * sxx
-        slope = (d + math.sqrt(d * d + 4.0 * ratio * sxy * sxy)) / (2.0 * sxy)
-    return float(slope), float(my - slope * mx)
+    slope = float(_deming_slope(sxx, syy, sxy, ratio))
+    return slope, float(my - slope * mx)
+
+
+def _deming_leave_one_out(x: np.ndarray, y: np.ndarray, ratio: float):
+    """Slopes and intercepts of the ``n`` leave-one-out Deming fits, without a loop.
+
+    The moments of each subsample follow from the full-sample sums of the centred data
+    (centring first keeps the subtraction well conditioned).
+    """
+    n = x.size
+    xc, yc = x - x.mean(), y - y.mean()
+    mx = -xc / (n - 1)  # mean of the centred data without point i
+    my = -yc / (n - 1)
+    sxx = (np.sum(xc * xc) - xc * xc) / (n - 1) - mx * mx
+    syy = (np.sum(yc * yc) - yc * yc) / (n - 1) - my * my
+    sxy = (np.sum(xc * yc) - xc * yc) / (n - 1) - mx * my
+    slope = _deming_slope(sxx, syy, sxy, ratio)
+    intercept = (my + y.mean()) - slope * (mx + x.mean())
+    return slope, intercept
 
 
 def deming(x, y, *, error_ratio: float = 1.0, alpha: float = 0.05) -> RegressionResult:
@@ -140,79 +179,164 @@ def deming(x, y, *, error_ratio: float = 1.0, alpha: float = 0.05) -> Regression
     Parameters
     ----------
     x, y : (n,) array_like
+        Paired measurements (``x`` the comparison method, ``y`` the test method / reference
+        LIC); ``n >= 3``.
     error_ratio : float
-        ``λ = Var(error in y) / Var(error in x)``; 1 gives orthogonal regression.
+        ``λ = Var(error in y) / Var(error in x)``; 1 gives orthogonal regression, λ → ∞ the
+        OLS regression of ``y`` on ``x``. Note: the R package mcr and NCSS define their
+        ``error.ratio`` the other way round (``Var(error in x) / Var(error in y)``), so
+        mcr's ``error.ratio = r`` is ``error_ratio = 1/r`` here.
     alpha : float
         1 − confidence level.
+
+    Returns
+    -------
+    RegressionResult
+        ``extra`` holds ``slope_se`` and ``intercept_se`` (jackknife standard errors),
+        ``error_ratio`` and ``ci_method = "jackknife"``.
+
+    Raises
+    ------
+    QSMInputError
+        Fewer than 3 pairs, unequal lengths or non-finite values.
+    QSMConfigError
+        ``error_ratio <= 0``.
 
     Notes
     -----
     Slope ``b = (s_yy − λ s_xx + √((s_yy − λ s_xx)² + 4λ s_xy²)) / (2 s_xy)``, intercept
-    ``ȳ − b x̄`` (Deming 1943; Cornbleet & Gochman, Clin Chem 1979;25:432). Confidence
-    intervals from the jackknife pseudo-values with a t(n − 1) quantile (Linnet K, Evaluation of
-    regression procedures for methods comparison studies, Clin Chem 1993;39:424; Linnet K,
-    Estimation of the linear relationship between the measurements of two methods with
-    proportional errors, Stat Med 1990;9:1463).
+    ``ȳ − b x̄`` (Deming 1943; Cornbleet & Gochman, Clin Chem 1979;25:432; Linnet, Stat Med
+    1990;9:1463). Confidence intervals follow Linnet's jackknife (Clin Chem 1993;39:424):
+    with the leave-one-out estimates ``b₋ᵢ`` the pseudo-values are ``n·b − (n − 1)·b₋ᵢ``,
+    ``SE = sd(pseudo-values)/√n`` and the interval is ``b ± t(1 − α/2, n − 2)·SE``, centred
+    on the full-sample estimate. This is the definition of the R package mcr
+    (``mc.calcLinnetCI``) and reproduces the Analyse-it reference values shipped with mcr
+    (test data sets TD15 and TD41) to a relative 4e-7 (the references' own precision is
+    1e-6). An earlier version of this
+    function centred the interval on the mean of the pseudo-values and used t(n − 1).
+    Analytical (non-jackknife) Deming intervals, e.g. mcr's ``method.ci = "analytical"``
+    (Strike 1991), are a different estimator and are not offered.
     """
     x, y = _xy(x, y)
-    if not error_ratio > 0:
-        raise ValueError("error_ratio must be positive")
+    if not (math.isfinite(error_ratio) and error_ratio > 0):
+        raise QSMConfigError(f"error_ratio must be a positive number, got {error_ratio}")
     n = x.size
     slope, intercept = _deming_point(x, y, error_ratio)
-    keep = ~np.eye(n, dtype=bool)
-    loo = np.array([_deming_point(x[keep[i]], y[keep[i]], error_ratio) for i in range(n)])
-    t = st.t.ppf(1 - alpha / 2, n - 1)
-    cis = []
-    for k, full in enumerate((slope, intercept)):
-        pseudo = n * full - (n - 1) * loo[:, k]
-        centre = pseudo.mean()
-        se = pseudo.std(ddof=1) / math.sqrt(n)
-        cis.append((float(centre - t * se), float(centre + t * se)))
+    loo_slope, loo_intercept = _deming_leave_one_out(x, y, error_ratio)
+    t = st.t.ppf(1 - alpha / 2, n - 2)
+    cis, ses = [], []
+    for full, loo in ((slope, loo_slope), (intercept, loo_intercept)):
+        pseudo = n * full - (n - 1) * loo
+        se = float(np.std(pseudo, ddof=1) / math.sqrt(n))
+        ses.append(se)
+        cis.append((float(full - t * se), float(full + t * se)))
     return RegressionResult("deming", slope, intercept, cis[0], cis[1], n, alpha,
-                            {"error_ratio": float(error_ratio), "ci_method": "jackknife"})
+                            {"error_ratio": float(error_ratio), "ci_method": "jackknife",
+                             "slope_se": ses[0], "intercept_se": ses[1]})
+
+
+#: Relative size below which a difference of two measurements counts as a tie (as the
+#: ``calcDiff`` helper of the R package mcr, EPS = 1e-12); it absorbs the rounding of
+#: decimal data such as 1.39 − 1.31 vs 1.44 − 1.36 in binary floating point.
+_TIE_RTOL = 1e-12
+
+
+def _pairwise_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The Passing-Bablok set of pairwise slopes, sorted (ties and S = −1 removed)."""
+    i, j = np.triu_indices(x.size, k=1)
+    dx = x[j] - x[i]
+    dy = y[j] - y[i]
+    scale_x = np.maximum(np.abs(x[i]), np.abs(x[j]))
+    scale_y = np.maximum(np.abs(y[i]), np.abs(y[j]))
+    dx = np.where(np.abs(dx) <= _TIE_RTOL * scale_x, 0.0, dx)
+    dy = np.where(np.abs(dy) <= _TIE_RTOL * scale_y, 0.0, dy)
+    keep = (dx != 0) | (dy != 0)  # identical pairs carry no information on the slope
+    # S = −1 exactly (dy = −dx) is discarded "for reasons of symmetry"; tested on dx + dy
+    # with a tolerance so that decimal data give the same answer as exact arithmetic.
+    keep &= ~((dx != 0) & (np.abs(dx + dy) <= _TIE_RTOL * (scale_x + scale_y)))
+    dx, dy = dx[keep], dy[keep]
+    slopes = np.divide(dy, dx, out=np.copysign(np.inf, dy), where=dx != 0)
+    return np.sort(slopes)
 
 
 def passing_bablok(x, y, *, alpha: float = 0.05) -> RegressionResult:
     """Passing-Bablok regression with its rank-based confidence intervals.
 
+    Parameters
+    ----------
+    x, y : (n,) array_like
+        Paired measurements of two methods with a positive relation (``n >= 3``).
+    alpha : float
+        1 − confidence level.
+
+    Returns
+    -------
+    RegressionResult
+        ``extra`` holds ``pairs_used`` (N), ``k_shift`` (K) and ``ci_rule``. A confidence
+        limit whose rank falls outside ``1..N`` (very small or uncorrelated samples) is
+        returned as ``−inf`` / ``+inf``.
+
+    Raises
+    ------
+    QSMInputError
+        Fewer than 3 pairs, all points identical, or a negative relation between ``x`` and
+        ``y`` (more than half of the pairwise slopes below −1), which Passing-Bablok (1983)
+        does not cover.
+
     Notes
     -----
-    Slopes ``S_ij = (y_j − y_i)/(x_j − x_i)`` of all pairs ``i < j``; pairs with
-    ``S_ij = −1`` or with both differences 0 are dropped; ``x_i = x_j`` gives ±∞ by the sign
-    of ``y_j − y_i``. With ``K`` the number of slopes below −1 and ``N`` the number kept, the
-    slope is the median of the sorted slopes shifted by ``K``; its CI is
-    ``[S_(M1+K), S_(M2+K)]`` with ``C = z_(1−α/2)·√(n(n−1)(2n+5)/18)``,
-    ``M1 = round((N − C)/2)``, ``M2 = N − M1 + 1`` (1-based). The intercept is
-    ``median(y − b·x)``, its CI from the slope limits (Passing H, Bablok W, A new biometrical
-    procedure for testing the equality of measurements from two different analytical methods,
-    J Clin Chem Clin Biochem 1983;21:709).
+    Passing H, Bablok W, J Clin Chem Clin Biochem 1983;21:709: slopes
+    ``S_ij = (y_j − y_i)/(x_j − x_i)`` of all pairs ``i < j``; pairs with both differences 0
+    and pairs with ``S_ij = −1`` are dropped; ``x_i = x_j`` gives ``±∞`` by the sign of
+    ``y_j − y_i`` (after the K-shift below, +∞ and −∞ are neighbours, so the sign matters only
+    if the median falls between them). With ``N`` the
+    number of slopes kept and ``K`` the number below −1, the slope is the ``K``-shifted
+    median of the sorted slopes (the mean of the two middle ones for even ``N``) and the
+    intercept ``median(y − b·x)``. Confidence interval of the slope:
+    ``C = z(1 − α/2)·√(n(n − 1)(2n + 5)/18)``, ``M1 = round((N − C)/2)``,
+    ``M2 = N − M1 + 1``, ``[S_(M1+K), S_(M2+K)]`` (1-based ranks); of the intercept,
+    ``[median(y − b_U·x), median(y − b_L·x)]``. Differences smaller than ``1e-12`` times the
+    values are treated as ties, and ``S_ij = −1`` is tested as ``|Δx + Δy| ≤ 1e-12·scale``,
+    so that decimal data give the exact-arithmetic result whatever their unit. (Compared with
+    ``−1`` exactly in floating point, 7 of the 5764 slopes of mcr's creatinine example that
+    are exactly −1 survive and the slope moves by 1e-4, differently for every unit.)
+
+    Other implementations differ in small, documented ways (see the tests):
+    the R package ``deming`` (``pbreg``) and the SAS/IML program of Wicklin (2022) use the
+    same ranks as here; the R package mcr (and the "calanas" reference values it is tested
+    against) rounds ``C`` first and takes the confidence limits half or one rank further
+    inwards, averages the two middle slopes as angles for even ``N``, and compares slopes
+    with −1 without a tolerance. Point estimates agree with mcr to 14 digits when no pair
+    has ``S_ij = −1`` and ``N`` is odd.
     """
     x, y = _xy(x, y)
     n = x.size
-    i, j = np.triu_indices(n, k=1)
-    dx = x[j] - x[i]
-    dy = y[j] - y[i]
-    valid = ~((dx == 0) & (dy == 0))
-    dx, dy = dx[valid], dy[valid]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slopes = np.where(dx != 0, dy / np.where(dx != 0, dx, 1.0), np.sign(dy) * np.inf)
-    slopes = np.sort(slopes[slopes != -1.0])
+    slopes = _pairwise_slopes(x, y)
     big_n = slopes.size
+    if big_n == 0:
+        raise QSMInputError("Passing-Bablok regression needs at least two distinct points")
     k = int(np.sum(slopes < -1.0))
+    half = (big_n + 1) // 2 + k  # 1-based rank of the (upper) shifted median
+    if half + (0 if big_n % 2 else 1) > big_n:
+        raise QSMInputError(
+            f"Passing-Bablok regression assumes a positive relation between x and y; "
+            f"{k} of {big_n} pairwise slopes are below -1")
     if big_n % 2:
-        slope = slopes[(big_n + 1) // 2 + k - 1]
+        slope = float(slopes[half - 1])
     else:
-        slope = 0.5 * (slopes[big_n // 2 + k - 1] + slopes[big_n // 2 + k])
-    c = st.norm.ppf(1 - alpha / 2) * math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
-    m1 = round((big_n - c) / 2.0)
+        slope = float(0.5 * (slopes[big_n // 2 + k - 1] + slopes[big_n // 2 + k]))
+    c = float(st.norm.ppf(1 - alpha / 2)) * math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
+    m1 = math.floor((big_n - c) / 2.0 + 0.5)
     m2 = big_n - m1 + 1
-    lo_idx = min(max(m1 + k - 1, 0), big_n - 1)
-    hi_idx = min(max(m2 + k - 1, 0), big_n - 1)
-    slope_ci = (float(slopes[lo_idx]), float(slopes[hi_idx]))
+    lo_rank, hi_rank = m1 + k, m2 + k
+    b_lo = float(slopes[lo_rank - 1]) if 1 <= lo_rank <= big_n else -math.inf
+    b_hi = float(slopes[hi_rank - 1]) if 1 <= hi_rank <= big_n else math.inf
     intercept = float(np.median(y - slope * x))
-    intercept_ci = (float(np.median(y - slope_ci[1] * x)), float(np.median(y - slope_ci[0] * x)))
-    return RegressionResult("passing_bablok", float(slope), intercept, slope_ci, intercept_ci,
-                            n, alpha, {"pairs_used": int(big_n), "k_shift": k})
+    a_lo = float(np.median(y - b_hi * x)) if math.isfinite(b_hi) else -math.inf
+    a_hi = float(np.median(y - b_lo * x)) if math.isfinite(b_lo) else math.inf
+    return RegressionResult("passing_bablok", slope, intercept, (b_lo, b_hi), (a_lo, a_hi),
+                            n, alpha, {"pairs_used": int(big_n), "k_shift": k,
+                                       "ci_rule": "Passing & Bablok 1983: S(M1+K), S(M2+K)"})
 
 
 def fit_line(x, y, method: str, *, alpha: float = 0.05, **options: Any) -> RegressionResult:
@@ -223,7 +347,7 @@ def fit_line(x, y, method: str, *, alpha: float = 0.05, **options: Any) -> Regre
         return deming(x, y, alpha=alpha, **options)
     if method == "passing_bablok":
         return passing_bablok(x, y, alpha=alpha)
-    raise ValueError(f"unknown regression {method!r}; use one of {REGRESSIONS}")
+    raise QSMConfigError(f"unknown regression {method!r}; use one of {REGRESSIONS}")
 
 
 def correlation(x, y, *, alpha: float = 0.05) -> CorrelationResult:
@@ -243,11 +367,27 @@ def correlation(x, y, *, alpha: float = 0.05) -> CorrelationResult:
 
 
 def bland_altman(a, b, *, alpha: float = 0.05) -> AgreementResult:
-    """Bland-Altman agreement: bias ``mean(a − b)`` and limits ``bias ± 1.96·SD``.
+    """Bland-Altman agreement: bias ``mean(a − b)`` and limits ``bias ± z·SD``.
 
-    Confidence intervals of the bias (t) and of the limits (approximate standard error
-    ``√(3 SD²/n)``; Bland JM, Altman DG, Lancet 1986;327:307 and Stat Methods Med Res
-    1999;8:135).
+    Parameters
+    ----------
+    a, b : (n,) array_like
+        Paired measurements by the two methods; differences are ``a − b``.
+    alpha : float
+        1 − confidence level; also sets ``z = z(1 − α/2)`` (1.96 for the usual 95 % limits).
+
+    Returns
+    -------
+    AgreementResult
+        Bias with its t(n − 1) interval, SD of the differences (n − 1 denominator), the
+        limits of agreement and their approximate t(n − 1) intervals with standard error
+        ``√(3·SD²/n)``.
+
+    Notes
+    -----
+    Bland JM, Altman DG, Lancet 1986;327:307 (who rounded ``z`` to 2) and Stat Methods Med
+    Res 1999;8:135. Checked against the worked examples of Bland & Altman 1986 (peak-flow
+    data) and Giavarina, Biochem Med 2015;25:141 in ``tests/test_calibrate_fit.py``.
     """
     a, b = _xy(a, b)
     d = a - b
@@ -277,7 +417,7 @@ def leave_one_out(x, y, method: str = "ols", **options: Any) -> dict[str, Any]:
     x, y = _xy(x, y)
     n = x.size
     if n < 4:
-        raise ValueError("leave-one-out needs at least 4 pairs")
+        raise QSMInputError("leave-one-out needs at least 4 pairs")
     keep = ~np.eye(n, dtype=bool)
     pred = np.empty(n)
     for i in range(n):  # one fit per subject (n is a cohort size, not a voxel count)
