@@ -41,6 +41,17 @@ Susceptibility values (ppm, SI, relative to water):
 R2* at 1.5 T (1/s; typical literature orders of magnitude, assumptions): fat 30-35, muscle 30,
 kidney 15, spleen 20, bowel 30, vertebral body 80 (trabecular bone), normal liver 29 (floor of
 the LIC link).
+
+Optional hepatic vessel (``hepatic_vessel=True``; off by default, and then nothing above
+changes): a portal-vein-like tube running left-right through the liver (from the left lobe
+through the hilum into the right lobe) at one level, about 13 mm across (the upper normal portal
+vein diameter; at least 3 voxels in-plane and one slice), labelled :data:`VESSEL_LABEL` = 11
+("vessel") and cut out of the liver mask and lobes. Blood values (:data:`VESSEL_TISSUE`,
+assumptions): water 0.85, no fat (PDFF 0), R2* 20 1/s at 1.5 T (scaled with B0 like the other
+tissues), χ +0.34 ppm relative to water = Hct·(1 − Y)·Δχ_do with Hct 0.40, portal venous
+oxygen saturation Y 0.75 and Δχ_do = 3.39 ppm SI (0.27 ppm cgs; Spees et al. MRM
+2001;45:533). Against iron-loaded liver the vessel is a low-R2* outlier; against normal liver
+a high-χ one. Flow effects are not simulated.
 """
 
 from __future__ import annotations
@@ -71,6 +82,8 @@ __all__ = [
     "DEFAULT_SHIM_PPM",
     "DEFAULT_TISSUES",
     "LIVER_REGIONS",
+    "VESSEL_LABEL",
+    "VESSEL_TISSUE",
     "abdomen_phantom",
     "default_echo_times",
 ]
@@ -95,6 +108,19 @@ ABDOMEN_LABELS: dict[int, str] = {
     10: "liver",
 }
 _LABEL_OF = {name: value for value, name in ABDOMEN_LABELS.items()}
+
+#: Label of the optional hepatic vessel ("vessel"), appended after :data:`ABDOMEN_LABELS` only
+#: when ``abdomen_phantom(hepatic_vessel=True)``.
+VESSEL_LABEL = 11
+#: Blood in the optional hepatic vessel (see the module docstring; assumptions).
+VESSEL_TISSUE: dict[str, float | None] = {
+    "water": 0.85, "fat": 0.0, "r2star_per_s_1p5t": 20.0, "chi_ppm": 0.34,
+}
+#: Vessel geometry: tube axis along x at normalised (v, w) = centre, from u = start to u = end;
+#: radius in mm (at least one voxel in y and half a voxel in z, so it is never empty).
+_VESSEL_CENTRE_VW = (0.10, 0.25)
+_VESSEL_U_RANGE = (-0.25, 0.50)
+_VESSEL_RADIUS_MM = 6.5
 
 #: Tissue name -> water, fat (proton densities, a.u.), R2* at 1.5 T (1/s) and χ (ppm vs water).
 #: The liver's ``r2star_per_s_1p5t`` and ``chi_ppm`` are None: they come from its LIC, and its
@@ -230,6 +256,21 @@ def _anatomy(shape):
     return labels, regions, (u, v, w)
 
 
+def _hepatic_vessel(liver: np.ndarray, voxel: np.ndarray) -> np.ndarray:
+    """The portal-vein-like tube inside ``liver`` (boolean, same shape)."""
+    nx, ny, nz = liver.shape
+    u = ((np.arange(nx) - (nx - 1) / 2) / (nx / 2))[:, None, None]
+    jc = round(_VESSEL_CENTRE_VW[0] * ny / 2 + (ny - 1) / 2)
+    kc = round(_VESSEL_CENTRE_VW[1] * nz / 2 + (nz - 1) / 2)
+    y_mm = ((np.arange(ny) - jc) * voxel[1])[None, :, None]
+    z_mm = ((np.arange(nz) - kc) * voxel[2])[None, None, :]
+    ry = max(_VESSEL_RADIUS_MM, float(voxel[1]))
+    rz = max(_VESSEL_RADIUS_MM, 0.5 * float(voxel[2]))
+    tube = ((y_mm / ry) ** 2 + (z_mm / rz) ** 2 <= 1.0) & (u >= _VESSEL_U_RANGE[0]) & (
+        u <= _VESSEL_U_RANGE[1])
+    return tube & liver
+
+
 def _resolve_overrides(values: Mapping[str, float] | None, what: str) -> dict[str, float]:
     if values is None:
         return {}
@@ -289,6 +330,7 @@ def abdomen_phantom(
     liver_chi_offset_ppm: float = iron.DEFAULT_LIVER_CHI_OFFSET_PPM,
     shim_ppm: Mapping[str, float] | None = None,
     seed: int = 0,
+    hepatic_vessel: bool = False,
 ) -> Phantom:
     """Multi-echo GRE of a numerical abdomen with an iron- and fat-loaded liver, with its truth.
 
@@ -324,13 +366,19 @@ def abdomen_phantom(
         Shim-residual polynomial coefficients (ppm); default :data:`DEFAULT_SHIM_PPM`; {} for none.
     seed : int
         Noise seed.
+    hepatic_vessel : bool
+        Add a portal-vein-like vessel through the liver (label :data:`VESSEL_LABEL`, mask
+        "vessel", blood values :data:`VESSEL_TISSUE`; see the module docstring). Default False:
+        the phantom is unchanged.
 
     Returns
     -------
     Phantom
         ``gre`` (complex64), ``truth`` (all :data:`TRUTH_UNITS` maps), ``labels`` /
-        ``label_names`` (:data:`ABDOMEN_LABELS`), ``masks`` ("body", "tissue", "object", "liver",
-        "liver_right_lobe", "liver_left_lobe") and a JSON-serialisable ``config``.
+        ``label_names`` (:data:`ABDOMEN_LABELS`, plus 11 "vessel" with ``hepatic_vessel``),
+        ``masks`` ("body", "tissue", "object", "liver", "liver_right_lobe", "liver_left_lobe",
+        plus "vessel" with ``hepatic_vessel``; the liver masks exclude the vessel) and a
+        JSON-serialisable ``config``.
 
     Raises
     ------
@@ -366,13 +414,22 @@ def abdomen_phantom(
     shim = dict(DEFAULT_SHIM_PPM if shim_ppm is None else shim_ppm)
 
     labels, regions, (u, v, w) = _anatomy(shape)
+    label_names = dict(ABDOMEN_LABELS)
+    tissue_table = DEFAULT_TISSUES
+    vessel = None
+    if hepatic_vessel:
+        vessel = _hepatic_vessel(labels == _LABEL_OF["liver"], voxel)
+        labels[vessel] = VESSEL_LABEL
+        regions = {key: mask & ~vessel for key, mask in regions.items()}
+        label_names[VESSEL_LABEL] = "vessel"
+        tissue_table = {**DEFAULT_TISSUES, "vessel": VESSEL_TISSUE}
 
     # Per-tissue property maps through lookup tables indexed by label.
-    n_labels = max(ABDOMEN_LABELS) + 1
+    n_labels = max(label_names) + 1
     lut = {key: np.zeros(n_labels) for key in ("water", "fat", "r2s", "chi")}
     tissues_used: dict[str, dict[str, float | None]] = {}
-    for value, name in ABDOMEN_LABELS.items():
-        props = DEFAULT_TISSUES[name]
+    for value, name in label_names.items():
+        props = tissue_table[name]
         lut["water"][value] = props["water"]
         lut["fat"][value] = props["fat"]
         r2s = props["r2star_per_s_1p5t"]
@@ -454,6 +511,8 @@ def abdomen_phantom(
         "liver_right_lobe": regions["right_lobe"],
         "liver_left_lobe": regions["left_lobe"],
     }
+    if vessel is not None:
+        masks["vessel"] = vessel
     spectrum_cfg: Any = (dataclasses.asdict(fat_spectrum) if isinstance(fat_spectrum, FatSpectrum)
                          else str(fat_spectrum))
     config = {
@@ -482,5 +541,10 @@ def abdomen_phantom(
         "tissues": tissues_used,
         "seed": int(seed),
     }
+    if vessel is not None:
+        config["hepatic_vessel"] = {"label": VESSEL_LABEL, "voxels": int(vessel.sum()),
+                                    "radius_mm": _VESSEL_RADIUS_MM,
+                                    "centre_vw": list(_VESSEL_CENTRE_VW),
+                                    "u_range": list(_VESSEL_U_RANGE)}
     return Phantom(gre=gre, truth=truth, labels=labels.astype(np.int16),
-                   label_names=dict(ABDOMEN_LABELS), masks=masks, config=config)
+                   label_names=label_names, masks=masks, config=config)
