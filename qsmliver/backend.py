@@ -26,17 +26,24 @@ import re
 import threading
 import types
 import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from qsmliver.errors import QSMConfigError
+from qsmliver.errors import QSMConfigError, QSMInputError
 
 __all__ = [
+    "DEFAULT_HOST_CHUNK_BYTES",
+    "DEVICE_CHUNK_FRACTION",
     "Device",
+    "QSMDeviceMemoryWarning",
+    "chunked_apply",
     "cupy_available",
+    "device_memory_info",
     "device_of",
     "fft",
+    "fits_on_device",
     "get_array_module",
     "get_kernel",
     "kernel_source",
@@ -302,3 +309,215 @@ def get_kernel(family: str, name: str, real_dtype: Any = np.float32) -> Any:
             module = cupy.RawModule(code=kernel_source(family, dtype), options=("-std=c++14",))
             _kernel_cache[key] = module
     return module.get_function(name)
+
+
+# -- device memory and chunked per-voxel stages ----------------------------------------------
+#: Default bytes of input per chunk of :func:`chunked_apply` when the chunks stay on the host.
+DEFAULT_HOST_CHUNK_BYTES = 256 * 2**20
+#: Default share of the free device memory that one chunk of input may take when
+#: :func:`chunked_apply` moves chunks to a GPU (the rest is headroom for the stage's own
+#: intermediates, typically several times its input).
+DEVICE_CHUNK_FRACTION = 0.125
+
+
+class QSMDeviceMemoryWarning(RuntimeWarning):
+    """A stage does not fit in the free memory of the GPU and falls back to the CPU."""
+
+
+def device_memory_info(device: str | Device | None = None) -> tuple[int, int] | None:
+    """Free and total memory of a CUDA device, bytes; None on the CPU or without a GPU.
+
+    Parameters
+    ----------
+    device : {"cuda", "cuda:N"} or Device or None
+        None: the current CuPy device. "cpu" gives None.
+
+    Returns
+    -------
+    (free, total) : tuple of int, or None
+        ``free`` is what the driver reports free (``cudaMemGetInfo``) plus the blocks that
+        CuPy's default memory pool holds but does not use (CuPy reuses them before asking the
+        driver for more); ``total`` is the device's memory.
+
+    Examples
+    --------
+    >>> device_memory_info("cpu") is None
+    True
+    """
+    cupy = _cupy()
+    if cupy is None:
+        return None
+    if device is None:
+        index = cupy.cuda.Device().id
+    else:
+        target = resolve_device(device)
+        if target.kind == "cpu":
+            return None
+        index = target.index
+    with cupy.cuda.Device(index):
+        free, total = cupy.cuda.runtime.memGetInfo()
+        free += cupy.get_default_memory_pool().free_bytes()
+    return int(free), int(total)
+
+
+def fits_on_device(nbytes: int, *, device: str | Device | None = None,
+                   headroom: float = 0.9, what: str = "this stage", warn: bool = True) -> bool:
+    """Whether ``nbytes`` of working memory fit in the free memory of a GPU.
+
+    Parameters
+    ----------
+    nbytes : int
+        The stage's estimated peak device memory, bytes (inputs, outputs and intermediates).
+    device : {"cuda", "cuda:N"} or Device or None
+        None: the current CuPy device.
+    headroom : float
+        Only this fraction (0-1] of the free memory counts as usable (fragmentation, cuFFT
+        plans and work areas).
+    what : str
+        The stage, for the warning.
+    warn : bool
+        Issue a :class:`QSMDeviceMemoryWarning` that names the stage, the need and the free
+        memory when a GPU exists but the stage does not fit (the caller then runs it on the
+        CPU, or in chunks with :func:`chunked_apply`).
+
+    Returns
+    -------
+    bool
+        True when a usable GPU has enough free memory; False when it has not, and on
+        machines without a usable GPU (no warning then: there is nothing to fall back from).
+
+    Raises
+    ------
+    QSMConfigError
+        For a negative ``nbytes`` or a ``headroom`` outside (0, 1].
+    """
+    if int(nbytes) < 0:
+        raise QSMConfigError(f"nbytes must be non-negative, got {nbytes!r}")
+    if not 0 < float(headroom) <= 1:
+        raise QSMConfigError(f"headroom must be in (0, 1], got {headroom!r}")
+    info = device_memory_info(device)
+    if info is None:
+        return False
+    free, total = info
+    if int(nbytes) <= float(headroom) * free:
+        return True
+    if warn:
+        where = "the GPU" if device is None else str(resolve_device(device))
+        warnings.warn(
+            QSMDeviceMemoryWarning(
+                f"{what} needs about {int(nbytes) / 2**30:.2f} GiB of device memory but "
+                f"{where} has {free / 2**30:.2f} GiB free of {total / 2**30:.2f} GiB; "
+                "falling back to the CPU (per-voxel stages can stay on the GPU in chunks: "
+                "qsmliver.backend.chunked_apply)"),
+            stacklevel=2,
+        )
+    return False
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def chunked_apply(func: Callable[..., Any], arrays: Any | Sequence[Any], *, axis: int = 0,
+                  max_bytes: int | None = None,
+                  device: str | Device | None = None) -> Any:
+    """Apply a per-voxel stage to slices of its inputs along one axis and join the results.
+
+    ``func(*chunks)`` is called on consecutive slices ``[start:stop]`` along ``axis`` of every
+    array in ``arrays`` and its output(s) are concatenated along ``axis``. For a stage in
+    which every output element depends only on the inputs at the same position along ``axis``
+    (voxel-wise fits on ``(N, E)`` data, element-wise maps), the result equals
+    ``func(*arrays)``, while the memory held at once is bounded by the chunk size: volumes
+    larger than the device memory are fitted chunk by chunk.
+
+    Parameters
+    ----------
+    func : callable
+        ``func(*chunks) -> array`` or a tuple/list of arrays, each with the chunk's length
+        along ``axis``.
+    arrays : array or sequence of arrays
+        NumPy or CuPy arrays with the same length along ``axis`` (other axes may differ, e.g.
+        ``(N, E)`` magnitudes with ``(N,)`` noise levels).
+    axis : int
+        The axis that is cut (negative values count from the end of each array).
+    max_bytes : int, optional
+        Bytes of input (all arrays together) per chunk; at least one slice is always taken.
+        Default: :data:`DEVICE_CHUNK_FRACTION` of the free memory of ``device`` when it is a
+        GPU, else :data:`DEFAULT_HOST_CHUNK_BYTES`.
+    device : {"cpu", "cuda", "cuda:N"} or Device, optional
+        Move every chunk there before ``func`` and move the results back to the device of the
+        first input afterwards (host data, GPU compute). None: no moves.
+
+    Returns
+    -------
+    array or tuple of arrays
+        As ``func`` returns them, joined along ``axis``.
+
+    Raises
+    ------
+    QSMInputError
+        No arrays, or arrays of different lengths along ``axis``.
+    QSMConfigError
+        A non-positive ``max_bytes``, or ``func`` returning outputs of another length.
+
+    Examples
+    --------
+    >>> y = np.arange(12.0).reshape(6, 2)
+    >>> chunked_apply(lambda a: a.sum(axis=1), y, max_bytes=32).tolist()
+    [1.0, 5.0, 9.0, 13.0, 17.0, 21.0]
+    """
+    inputs = _as_tuple(arrays)
+    if not inputs:
+        raise QSMInputError("chunked_apply needs at least one array", field="arrays")
+    lengths = set()
+    for array in inputs:
+        if array.ndim == 0:
+            raise QSMInputError("chunked_apply cannot cut a 0-d array", field="arrays")
+        lengths.add(int(array.shape[axis]))
+    if len(lengths) != 1:
+        raise QSMInputError(f"arrays have different lengths {sorted(lengths)} along axis {axis}",
+                            field="arrays")
+    length = lengths.pop()
+    target = None if device is None else resolve_device(device)
+    home = device_of(inputs[0])
+    if max_bytes is None:
+        info = device_memory_info(target) if target is not None and target.kind == "cuda" \
+            else None
+        max_bytes = (int(DEVICE_CHUNK_FRACTION * info[0]) if info is not None
+                     else DEFAULT_HOST_CHUNK_BYTES)
+    if int(max_bytes) <= 0:
+        raise QSMConfigError(f"max_bytes must be positive, got {max_bytes!r}")
+    row_bytes = sum(int(a.nbytes) for a in inputs) / max(length, 1)
+    rows = max(1, int(int(max_bytes) // max(row_bytes, 1)))
+
+    def run(chunk: tuple[Any, ...]) -> tuple[tuple[Any, ...], bool]:
+        if target is not None:
+            chunk = tuple(to_device(a, target) for a in chunk)
+        result = func(*chunk)
+        outputs = _as_tuple(result)
+        if target is not None and target != home:
+            outputs = tuple(to_device(o, home) for o in outputs)
+        return outputs, isinstance(result, (tuple, list))
+
+    if rows >= length:
+        outputs, several = run(inputs)
+        return outputs if several else outputs[0]
+    pieces: list[tuple[Any, ...]] = []
+    several = False
+    for start in range(0, length, rows):
+        stop = min(start + rows, length)
+        chunk = []
+        for array in inputs:
+            index = [slice(None)] * array.ndim
+            index[axis] = slice(start, stop)
+            chunk.append(array[tuple(index)])
+        outputs, several = run(tuple(chunk))
+        for out in outputs:
+            if out.ndim == 0 or int(out.shape[axis]) != stop - start:
+                raise QSMConfigError(
+                    f"chunked_apply: func returned shape {tuple(out.shape)} for a chunk of "
+                    f"{stop - start} along axis {axis}; it must keep that length")
+        pieces.append(outputs)
+    joined = tuple(get_array_module(*parts).concatenate(parts, axis=axis)
+                   for parts in zip(*pieces, strict=True))
+    return joined if several else joined[0]

@@ -39,3 +39,31 @@ def test_pipeline_benchmark_smoke(tmp_path):
             "whole_chain_default"} <= set(stages)
     assert stages["inversion_tkd"]["fft_calls"] >= 2
     assert all(s["seconds"] > 0 and "peak_host_mib" in s for s in stages.values())
+
+
+def test_gpu_benchmark_smoke_on_cpu(tmp_path):
+    """benchmarks/gpu.py --quick --device cpu (whole chain left out: about 10 s here)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--quick", "--device", "cpu",
+         "--skip-chain", "--output", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = list(tmp_path.glob("pipeline-quick-cpu-*.json"))
+    assert len(written) == 1
+    record = json.loads(written[0].read_text())
+    assert record["device"] == "cpu" and record["device_name"].startswith("cpu")
+    size = record["sizes"][0]
+    assert size["shape"] == [64, 64, 64] and size["echoes"] == 8
+    stages, kernels = size["stages"], size["kernels"]
+    assert {"mask", "field_complex_quality", "bgremove_vsharp", "inversion_tkd"} <= set(stages)
+    assert {"tv_update_chained", "tv_update_two_kernels", "tv_update_fused",
+            "r2star_truncation_vectorised", "r2star_truncation_kernel"} == set(kernels)
+    assert stages["inversion_tkd"]["fft_calls"] >= 2
+    for record_ in (*stages.values(), *kernels.values()):
+        assert record_["seconds"] > 0 and record_["ratio_to_fft"] > 0
+        assert "peak_host_mib" in record_
+    # on the CPU the "kernels" are their NumPy twins: identical results
+    assert kernels["tv_update_fused"]["implementation"] == "numpy-twin"
+    assert kernels["tv_update_fused"]["max_abs_diff_vs_chained"] == 0.0
+    assert kernels["r2star_truncation_kernel"]["max_rel_diff_vs_vectorised"] == 0.0
