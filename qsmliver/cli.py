@@ -407,13 +407,22 @@ def build_parser() -> argparse.ArgumentParser:
     from qsmliver.cli_quant import register
 
     register(commands)  # r2star, lic, calibrate
+    from qsmliver.cli_analysis import register as register_analysis
+
+    register_analysis(commands)  # roi, groups, monitor
+    from qsmliver.cli_batch import register as register_batch
+
+    register_batch(commands)  # batch
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    from qsmliver.cli_batch import bids_app_argv
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(bids_app_argv(argv) or argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
