@@ -56,6 +56,18 @@ def read_mask(path: str | os.PathLike, *, shape: tuple[int, ...],
     return mask
 
 
+#: Montage rows: (map key, title, colour map, symmetric window), in display order.
+_MONTAGE_ROWS = (
+    ("fieldmap", "field (Hz)", "RdBu_r", True),
+    ("desc-localfield_map", "local field (ppm)", "RdBu_r", True),
+    ("Chimap", "χ (ppm)", "gray", True),
+    ("R2starmap", "R2* (1/s)", "magma", False),
+    ("desc-PDFF_map", "PDFF (%)", "viridis", False),
+    ("desc-water_map", "water (a.u.)", "gray", False),
+    ("desc-fat_map", "fat (a.u.)", "gray", False),
+)
+
+
 def write_recon(result: ReconResult, output: str | os.PathLike, prefix: str, *,
                 inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False,
                 montage: bool = True) -> list[Path]:
@@ -87,15 +99,12 @@ def write_recon(result: ReconResult, output: str | os.PathLike, prefix: str, *,
         written.append(f"{prefix}_recon.json")
         if montage:
             mask = result.maps["mask"].data.astype(bool)
-            panels = [Panel("magnitude (a.u.)", result.magnitude),
-                      Panel("field (Hz)", result.maps["fieldmap"].data, "RdBu_r",
-                            symmetric=True),
-                      Panel("local field (ppm)", result.maps["desc-localfield_map"].data,
-                            "RdBu_r", symmetric=True),
-                      Panel("χ (ppm)", result.maps["Chimap"].data, "gray", symmetric=True)]
-            if "R2starmap" in result.maps:
-                panels.append(Panel("R2* (1/s)", result.maps["R2starmap"].data, "magma"))
+            panels = [Panel("magnitude (a.u.)", result.magnitude)]
+            panels += [Panel(title, result.maps[key].data, cmap, symmetric=symmetric)
+                       for key, title, cmap, symmetric in _MONTAGE_ROWS if key in result.maps]
+            method = (result.maps["Chimap"].method if "Chimap" in result.maps
+                      else result.provenance.get("QSMRefused", "no χ")[:60])
             qc_montage(panels, stage / f"{prefix}_desc-qc_montage.png", mask=mask,
-                       title=f"{prefix}: {result.maps['Chimap'].method}", overwrite=True)
+                       title=f"{prefix}: {method}", overwrite=True)
             written.append(f"{prefix}_desc-qc_montage.png")
     return [output / name for name in written]
