@@ -3,7 +3,14 @@
 QSM determines χ only up to a constant (the dipole kernel is zero at k = 0), so every map is
 reported relative to a reference that must be recorded with it (DESIGN section 5): the mean
 over the mask (brain), cerebrospinal fluid (CSF, close to water; MEDI+0 uses it too), a user
-region of interest (liver: subcutaneous fat or muscle), or none.
+region of interest, the liver references subcutaneous adipose tissue ("sat", e.g. from
+:func:`qsmliver.mask.subcutaneous_fat_mask`) or paraspinal muscle ("muscle"), or none.
+
+A reference tissue need not be at χ = 0: ``roi_value_ppm`` is its assumed susceptibility
+relative to water, so that ``χ_referenced = χ − mean_roi(χ) + roi_value_ppm`` (e.g. fat-
+referenced liver QSM reports χ relative to water by adding the χ of fat; Sharma SD, Hernando
+D, Horng DE, Reeder SB. Quantitative susceptibility mapping in the abdomen as an imaging
+biomarker of hepatic iron overload. MRM 2015;74:673-683). The value used is recorded.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from qsmliver.mask.morphology import erode, largest_component
 
 __all__ = ["REFERENCE_METHODS", "csf_mask_from_r2star", "reference_chi"]
 
-REFERENCE_METHODS = ("mean", "csf", "roi", "none")
+REFERENCE_METHODS = ("mean", "csf", "roi", "sat", "muscle", "none")
 
 Array = Any
 
@@ -57,8 +64,9 @@ def csf_mask_from_r2star(r2star_per_s: Array, mask: Array, voxel_size_mm, *,
 
 
 def reference_chi(chi_ppm: Array, mask: Array, method: str = "mean", *,
-                  roi: Array | None = None) -> tuple[Array, dict[str, Any]]:
-    """Shift χ so that the reference region has mean zero.
+                  roi: Array | None = None,
+                  roi_value_ppm: float = 0.0) -> tuple[Array, dict[str, Any]]:
+    """Shift χ so that the reference region has the mean ``roi_value_ppm`` (zero by default).
 
     Parameters
     ----------
@@ -66,35 +74,61 @@ def reference_chi(chi_ppm: Array, mask: Array, method: str = "mean", *,
         Susceptibility, ppm.
     mask : (X, Y, Z) bool array
         Where χ is defined (the result is zero outside).
-    method : {"mean", "csf", "roi", "none"}
-        "mean": the mask mean; "csf" and "roi": the mean over ``roi`` (a CSF mask, e.g. from
-        :func:`csf_mask_from_r2star`, or any user region); "none": unchanged.
+    method : {"mean", "csf", "roi", "sat", "muscle", "none"}
+        "mean": the mask mean; "csf", "roi", "sat" and "muscle": the mean over ``roi`` (a CSF
+        mask, e.g. from :func:`csf_mask_from_r2star`; any user region; subcutaneous adipose
+        tissue, e.g. from :func:`qsmliver.mask.subcutaneous_fat_mask`; paraspinal muscle);
+        "none": unchanged.
     roi : (X, Y, Z) bool array, optional
-        The reference region for "csf" and "roi".
+        The reference region for "csf", "roi", "sat" and "muscle".
+    roi_value_ppm : float
+        Assumed χ of the reference tissue relative to water, ppm:
+        ``χ_referenced = χ − mean_region(χ) + roi_value_ppm``. Must be 0 with "none".
 
     Returns
     -------
     chi_ppm : (X, Y, Z) array
         Referenced susceptibility, ppm.
     info : dict
-        ``{"ChiReference": method, "ChiReferenceOffset_ppm": offset subtracted,
-        "ChiReferenceVoxels": n}`` for the sidecar.
+        ``{"ChiReference": method, "ChiReferenceOffset_ppm": mean of the region (subtracted),
+        "ChiReferenceValue_ppm": roi_value_ppm (added), "ChiReferenceVoxels": n}`` for the
+        sidecar.
 
     Raises
     ------
     QSMConfigError
-        For an unknown method, or "csf"/"roi" without a region.
+        For an unknown method, a region-based method without a region, a non-finite
+        ``roi_value_ppm``, or a non-zero one with "none".
     QSMInputError
         When the reference region is empty or outside the mask.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> chi = np.array([[[1.0, 2.0, 3.0]]])
+    >>> mask = np.ones(chi.shape, bool)
+    >>> fat = np.array([[[False, False, True]]])
+    >>> out, info = reference_chi(chi, mask, "sat", roi=fat, roi_value_ppm=0.6)
+    >>> np.round(out.ravel(), 6).tolist(), info["ChiReferenceValue_ppm"]
+    ([-1.4, -0.4, 0.6], 0.6)
     """
     if method not in REFERENCE_METHODS:
         raise QSMConfigError(f"unknown χ reference {method!r}; choose one of "
                              f"{', '.join(REFERENCE_METHODS)}")
+    try:
+        value = float(roi_value_ppm)
+    except (TypeError, ValueError):
+        raise QSMConfigError(f"roi_value_ppm must be a number, got {roi_value_ppm!r}") from None
+    if not np.isfinite(value):
+        raise QSMConfigError(f"roi_value_ppm must be finite, got {roi_value_ppm!r}")
     xp = get_array_module(chi_ppm)
     mask = mask.astype(bool)
     if method == "none":
+        if value != 0.0:
+            raise QSMConfigError("roi_value_ppm has no meaning with the χ reference 'none'")
         return xp.where(mask, chi_ppm, 0).astype(chi_ppm.dtype), {
-            "ChiReference": "none", "ChiReferenceOffset_ppm": 0.0, "ChiReferenceVoxels": 0}
+            "ChiReference": "none", "ChiReferenceOffset_ppm": 0.0,
+            "ChiReferenceValue_ppm": 0.0, "ChiReferenceVoxels": 0}
     if method == "mean":
         region = mask
     else:
@@ -109,7 +143,8 @@ def reference_chi(chi_ppm: Array, mask: Array, method: str = "mean", *,
         raise QSMInputError(f"the {method} reference region is empty inside the mask",
                             field="reference roi")
     offset = float(chi_ppm[region].mean())
-    referenced = xp.where(mask, chi_ppm - np.asarray(offset, dtype=chi_ppm.dtype), 0)
+    shift = np.asarray(offset - value, dtype=chi_ppm.dtype)
+    referenced = xp.where(mask, chi_ppm - shift, 0)
     return referenced.astype(chi_ppm.dtype), {
         "ChiReference": method, "ChiReferenceOffset_ppm": offset,
-        "ChiReferenceVoxels": count}
+        "ChiReferenceValue_ppm": value, "ChiReferenceVoxels": count}

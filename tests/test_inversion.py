@@ -165,7 +165,8 @@ def small():
 
 
 FAST = {"tv_admm": {"max_iter": 10}, "medi": {"max_iter": 2, "cg_max_iter": 10},
-        "ndi": {"max_iter": 10}, "ilsqr": {"max_iter": 10}, "tikhonov": {"lam": 0.01}}
+        "ndi": {"max_iter": 10}, "ilsqr": {"max_iter": 10}, "tikhonov": {"lam": 0.01},
+        "tfi": {"max_iter": 2, "cg_max_iter": 10}}
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -55,3 +55,41 @@ def test_csf_mask_from_r2star_finds_ventricle():
     mask[3:27, 3:27, 3:27] = True
     csf = csf_mask_from_r2star(r2s, mask, (1.0, 1.0, 1.0))
     assert csf.sum() == 4 * 6 * 4 and csf[15, 15, 15]
+
+
+# -- liver references: subcutaneous fat and muscle with an assumed χ ------------------------
+def test_sat_and_muscle_references_with_a_reference_value(xp):
+    chi, mask, roi = _volume()
+    out, info = reference_chi(xp.asarray(chi), xp.asarray(mask), "sat", roi=xp.asarray(roi),
+                              roi_value_ppm=0.55)
+    out = np.asarray(out.get() if hasattr(out, "get") else out)
+    assert out[roi].mean() == pytest.approx(0.55, abs=1e-12)
+    assert np.all(out[~mask] == 0)
+    np.testing.assert_allclose(out[mask] - chi[mask], 0.55 - chi[roi].mean(), atol=1e-12)
+    assert info == {"ChiReference": "sat", "ChiReferenceOffset_ppm": pytest.approx(
+        chi[roi].mean()), "ChiReferenceValue_ppm": 0.55, "ChiReferenceVoxels": int(roi.sum())}
+    out, info = reference_chi(chi, mask, "muscle", roi=roi, roi_value_ppm=-0.03)
+    assert out[roi].mean() == pytest.approx(-0.03, abs=1e-12)
+    assert info["ChiReference"] == "muscle" and info["ChiReferenceValue_ppm"] == -0.03
+
+
+def test_reference_value_defaults_and_errors():
+    chi, mask, roi = _volume()
+    _, info = reference_chi(chi, mask, "mean")
+    assert info["ChiReferenceValue_ppm"] == 0.0
+    _, info = reference_chi(chi, mask, "none")
+    assert info["ChiReferenceValue_ppm"] == 0.0
+    out, _ = reference_chi(chi, mask, "mean", roi_value_ppm=1.0)
+    assert out[mask].mean() == pytest.approx(1.0)
+    with pytest.raises(QSMConfigError, match="needs a region"):
+        reference_chi(chi, mask, "sat")
+    with pytest.raises(QSMConfigError, match="needs a region"):
+        reference_chi(chi, mask, "muscle")
+    with pytest.raises(QSMConfigError, match="none"):
+        reference_chi(chi, mask, "none", roi_value_ppm=0.5)
+    with pytest.raises(QSMConfigError, match="roi_value_ppm"):
+        reference_chi(chi, mask, "sat", roi=roi, roi_value_ppm=float("nan"))
+    with pytest.raises(QSMInputError, match="does not match"):
+        reference_chi(chi, mask, "sat", roi=roi[:-1])
+    with pytest.raises(QSMInputError, match="empty"):
+        reference_chi(chi, mask, "muscle", roi=~mask)

@@ -17,6 +17,7 @@ from qsmliver.inversion.closed_form import run_tikhonov, tkd
 from qsmliver.inversion.lsqr_method import run_ilsqr
 from qsmliver.inversion.medi import run_medi
 from qsmliver.inversion.nonlinear import run_ndi
+from qsmliver.inversion.tfi import run_tfi
 from qsmliver.inversion.tv import run_tv_admm
 
 __all__ = ["METHODS", "DipoleInversion", "invert_dipole"]
@@ -56,6 +57,7 @@ _RUNNERS: dict[str, Callable[..., tuple[Array, dict[str, Any]]]] = {
     "tv_admm": run_tv_admm,
     "medi": run_medi,
     "ndi": run_ndi,
+    "tfi": run_tfi,
 }
 _SIGNATURE_OF = {"tkd": tkd}
 
@@ -64,7 +66,8 @@ METHODS: tuple[str, ...] = tuple(_RUNNERS)
 
 #: Which of the shared inputs each method uses.
 _USES = {"tkd": (), "tikhonov": (), "ilsqr": ("weight",), "tv_admm": ("weight",),
-         "medi": ("weight", "magnitude", "csf_mask"), "ndi": ("weight",)}
+         "medi": ("weight", "magnitude", "csf_mask"), "ndi": ("weight",),
+         "tfi": ("weight", "magnitude", "csf_mask")}
 
 
 def _defaults(method: str) -> dict[str, Any]:
@@ -95,7 +98,9 @@ def invert_dipole(local_field_ppm: Array, mask: Array, voxel_size_mm: ArrayLike,
     Parameters
     ----------
     local_field_ppm : (X, Y, Z) float array
-        Local field, ppm of B0.
+        Local field, ppm of B0 -- except for "tfi" (total field inversion), which takes the
+        TOTAL field (no background removal before it) and estimates the background sources
+        outside the mask itself.
     mask : (X, Y, Z) bool array
     voxel_size_mm : (3,) array_like
         mm.
@@ -103,13 +108,14 @@ def invert_dipole(local_field_ppm: Array, mask: Array, voxel_size_mm: ArrayLike,
         B0 direction in the voxel frame.
     method : str
         One of :data:`METHODS`: "tkd" (:func:`~qsmliver.inversion.tkd`), "tikhonov",
-        "ilsqr", "tv_admm" (default), "medi", "ndi".
+        "ilsqr", "tv_admm" (default), "medi", "ndi", "tfi" (:func:`~qsmliver.inversion.tfi`,
+        on the total field).
     weight : (X, Y, Z) array, optional
-        Data reliability for the methods that use it (ilsqr, tv_admm, medi, ndi).
+        Data reliability for the methods that use it (ilsqr, tv_admm, medi, ndi, tfi).
     magnitude : (X, Y, Z) array, optional
-        Required by "medi".
+        Required by "medi"; optional edge prior of "tfi".
     csf_mask : (X, Y, Z) bool array, optional
-        MEDI+0 CSF reference (only "medi").
+        MEDI+0 CSF reference ("medi" and "tfi").
     **options
         Keyword settings of the method (see each function).
 

@@ -1,10 +1,14 @@
-"""Masks from magnitude and phase quality; morphology on either backend."""
+"""Masks from magnitude and phase quality (brain; abdomen: body, subcutaneous fat); morphology
+on either backend."""
 
+from qsmliver.mask.body import body_mask, body_surface_depth_mm, subcutaneous_fat_mask
 from qsmliver.mask.brain import brain_mask, otsu_threshold, quality_mask
 from qsmliver.mask.morphology import ball, dilate, erode, fill_holes, largest_component
 
 __all__ = [
     "ball",
+    "body_mask",
+    "body_surface_depth_mm",
     "brain_mask",
     "dilate",
     "erode",
@@ -12,4 +16,5 @@ __all__ = [
     "largest_component",
     "otsu_threshold",
     "quality_mask",
+    "subcutaneous_fat_mask",
 ]
