@@ -282,7 +282,9 @@ def _cmd_recon(args: argparse.Namespace) -> int:
         config = config.updated(_parse_set(args.set), where="--set")
     gre = _read_input(args)
     mask = read_mask(args.mask, shape=gre.shape, affine=gre.affine) if args.mask else None
-    result = recon(gre, args.anatomy, mask=mask, config=config)
+    reference_roi = (read_mask(args.reference_roi, shape=gre.shape, affine=gre.affine)
+                     if args.reference_roi else None)
+    result = recon(gre, args.anatomy, mask=mask, config=config, reference_roi=reference_roi)
     prefix = _recon_prefix(args, gre)
     written = write_recon(result, args.output, prefix, inputs=gre.source_files,
                           overwrite=args.overwrite, montage=not args.no_montage)
@@ -384,10 +386,16 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--field-method", choices=("complex", "linear"))
     recon.add_argument("--unwrap", choices=("quality", "laplacian", "skimage"))
     recon.add_argument("--bgremove", metavar="METHOD",
-                       help="background removal: vsharp, pdf, lbv, ismv, resharp, ...")
+                       help="background removal: auto, none, vsharp, pdf, lbv, resharp")
     recon.add_argument("--inversion", metavar="METHOD",
-                       help="dipole inversion: tkd, tikhonov, ilsqr, tv_admm, medi, ndi, ...")
-    recon.add_argument("--reference", choices=("mean", "csf", "none"))
+                       help="dipole inversion: auto, tkd, tikhonov, ilsqr, tv_admm, medi, ndi, "
+                            "tfi (total field)")
+    recon.add_argument("--reference", choices=("auto", "mean", "csf", "roi", "sat", "muscle",
+                                               "none"),
+                       help="χ reference (auto: brain mean, liver subcutaneous fat)")
+    recon.add_argument("--reference-roi", metavar="NIFTI",
+                       help="χ reference region for --reference roi|muscle (e.g. paraspinal "
+                            "muscle)")
     recon.add_argument("--r2star-method", metavar="METHOD")
     recon.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                        help="any configuration value, e.g. inversion.lam=0.001 (repeatable)")

@@ -262,7 +262,7 @@ def run_background_removal(cfg: ReconConfig, field_ppm: Any, mask: Any, voxel, b
 
 def recon(gre: MultiEchoGRE, anatomy: str = "brain", *, mask: Any = None,
           config: ReconConfig | Mapping[str, Any] | None = None, device: str | None = None,
-          **overrides: Any) -> ReconResult:
+          reference_roi: Any = None, **overrides: Any) -> ReconResult:
     """Reconstruct susceptibility (and field, local field, R2*) from a multi-echo GRE.
 
     Parameters
@@ -277,6 +277,9 @@ def recon(gre: MultiEchoGRE, anatomy: str = "brain", *, mask: Any = None,
         The chain (defaults: :data:`DEFAULT_CONFIG`).
     device : str, optional
         Overrides ``config["device"]``.
+    reference_roi : (X, Y, Z) bool array, optional
+        The χ reference region for reference methods "roi" and "muscle" (a user-drawn ROI,
+        e.g. paraspinal muscle); recorded in the Chimap sidecar.
     **overrides
         Section updates, e.g. ``inversion={"method": "medi", "lam": 1000}``.
 
@@ -301,11 +304,26 @@ def recon(gre: MultiEchoGRE, anatomy: str = "brain", *, mask: Any = None,
     if cfg.values["anatomy"] == "liver":
         from qsmliver.pipeline_liver import recon_liver
 
-        return recon_liver(gre, cfg, mask=mask)
-    return _recon_brain(gre, cfg, mask=mask)
+        return recon_liver(gre, cfg, mask=mask, reference_roi=reference_roi)
+    return _recon_brain(gre, cfg, mask=mask, reference_roi=reference_roi)
 
 
-def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any) -> ReconResult:
+def user_reference_roi(method: str, reference_roi: Any, shape: tuple[int, ...], target) -> Any:
+    """The user's χ reference region on the device, checked; None when the method needs none."""
+    if method not in ("roi", "muscle"):
+        return None
+    if reference_roi is None:
+        raise QSMConfigError(f"χ reference {method!r} needs a region: give reference_roi "
+                             "(--reference-roi MASK.nii.gz)")
+    roi = backend.to_device(np.asarray(backend.to_numpy(reference_roi)).astype(bool), target)
+    if tuple(roi.shape) != tuple(shape):
+        raise QSMInputError(f"reference ROI shape {tuple(roi.shape)} does not match the data "
+                            f"{tuple(shape)}", field="reference roi")
+    return roi
+
+
+def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
+                 reference_roi: Any = None) -> ReconResult:
     v = cfg.values
     if not gre.has_phase:
         raise QSMInputError("QSM needs phase images; this acquisition has magnitude only",
@@ -382,6 +400,7 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any) -> ReconResu
     if reference_method in ("sat", "muscle"):
         raise QSMConfigError(f"χ reference {reference_method!r} is for the abdomen; the brain "
                              "takes mean, csf, roi or none")
+    user_reference_roi(reference_method, reference_roi, gre.shape, target)  # fail early
     csf = None
     if reference_method == "csf" or v["inversion"].get("method") == "medi0":
         csf = csf_mask_from_r2star(r2star, local_mask, voxel)
@@ -392,7 +411,8 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any) -> ReconResu
                                   magnitude=magnitude[..., 0], csf_mask=csf, **options)
     report["inversion"] = inversion.parameters
     with timer("reference"):
-        roi = csf if reference_method == "csf" else None
+        roi = (csf if reference_method == "csf" else
+               user_reference_roi(reference_method, reference_roi, gre.shape, target))
         if reference_method == "csf" and (csf is None or not bool(csf.any())):
             raise QSMInputError("no CSF found for the χ reference (R2* < 5 1/s in the "
                                 "eroded brain); use reference 'mean'", field="reference")
