@@ -308,6 +308,17 @@ def recon(gre: MultiEchoGRE, anatomy: str = "brain", *, mask: Any = None,
     return _recon_brain(gre, cfg, mask=mask, reference_roi=reference_roi)
 
 
+def user_mask_on_device(mask: Any, shape: tuple[int, ...], target) -> Any:
+    """A user mask as a boolean array on the device, checked against the data shape."""
+    user_mask = backend.to_device(np.asarray(backend.to_numpy(mask)).astype(bool), target)
+    if tuple(user_mask.shape) != tuple(shape):
+        raise QSMInputError(f"mask shape {tuple(user_mask.shape)} does not match the data "
+                            f"{tuple(shape)}", field="mask")
+    if not bool(user_mask.any()):
+        raise QSMInputError("the mask is empty", field="mask")
+    return user_mask
+
+
 def user_reference_roi(method: str, reference_roi: Any, shape: tuple[int, ...], target) -> Any:
     """The user's χ reference region on the device, checked; None when the method needs none."""
     if method not in ("roi", "muscle"):
@@ -348,14 +359,7 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
 
     with timer("mask"):
         if mask is not None:
-            user_mask = backend.to_device(np.asarray(backend.to_numpy(mask)).astype(bool),
-                                          target)
-            if tuple(user_mask.shape) != gre.shape:
-                raise QSMInputError(f"mask shape {tuple(user_mask.shape)} does not match the "
-                                    f"data {gre.shape}", field="mask")
-            if not bool(user_mask.any()):
-                raise QSMInputError("the mask is empty", field="mask")
-            object_mask = user_mask
+            object_mask = user_mask_on_device(mask, gre.shape, target)
         else:
             mask_options = {k: v["mask"][k] for k in ("separation_mm", "threshold",
                                                       "threshold_scale") if k in v["mask"]}

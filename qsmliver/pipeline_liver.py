@@ -35,6 +35,7 @@ from qsmliver.pipeline import (
     _Timer,
     _weights_from_noise,
     run_background_removal,
+    user_mask_on_device,
     user_reference_roi,
 )
 
@@ -130,14 +131,7 @@ def recon_liver(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any = None,
     timer = _Timer(xp)
     report: dict[str, Any] = {}
 
-    user_mask = None
-    if mask is not None:
-        user_mask = backend.to_device(np.asarray(backend.to_numpy(mask)).astype(bool), target)
-        if tuple(user_mask.shape) != gre.shape:
-            raise QSMInputError(f"mask shape {tuple(user_mask.shape)} does not match the "
-                                f"data {gre.shape}", field="mask")
-        if not bool(user_mask.any()):
-            raise QSMInputError("the mask is empty", field="mask")
+    user_mask = None if mask is None else user_mask_on_device(mask, gre.shape, target)
 
     method, options = cfg.stage_options("fatwater")
     with timer("fatwater"):

@@ -60,6 +60,31 @@ def gradient_mask(grid: Grid, magnitude: Array, edge_percentage: float) -> Array
     return (grad_mag <= threshold).astype(grid.dtype)
 
 
+def check_medi_settings(lam_csf, edge_percentage, max_iter, cg_max_iter, cg_tol, tol):
+    """Validated MEDI-family solver settings (shared by MEDI and TFI)."""
+    lam_csf = positive("lam_csf", lam_csf, allow_zero=True)
+    edge_percentage = positive("edge_percentage", edge_percentage, allow_zero=True)
+    if edge_percentage > 3:
+        raise QSMConfigError(f"edge_percentage must be in [0, 3], got {edge_percentage}")
+    return (lam_csf, edge_percentage, positive_int("max_iter", max_iter),
+            positive_int("cg_max_iter", cg_max_iter), positive("cg_tol", cg_tol),
+            positive("tol", tol, allow_zero=True))
+
+
+def check_csf_mask(xp, csf_mask: Array | None, field: Array, mask: Array) -> Array | None:
+    """The MEDI+0 CSF mask restricted to ``mask``, checked; None when not given."""
+    if csf_mask is None:
+        return None
+    csf_in = xp.asarray(csf_mask)
+    if tuple(csf_in.shape) != tuple(field.shape):
+        raise QSMInputError(f"csf_mask shape {tuple(csf_in.shape)} does not match the "
+                            f"field shape {tuple(field.shape)}", field="csf_mask")
+    csf_in = (csf_in != 0) & mask
+    if not bool(csf_in.any()):
+        raise QSMInputError("csf_mask has no voxel inside the mask", field="csf_mask")
+    return csf_in
+
+
 def _medi(grid: Grid, field: Array, weight: Array, grad_mask: Array, csf: Array | None,
           lam: float, lam_csf: float, max_iter: int, cg_max_iter: int, cg_tol: float,
           tol: float) -> tuple[Array, dict[str, Any]]:
@@ -200,23 +225,9 @@ def run_medi(local_field_ppm, mask, voxel_size_mm, b0_dir=(0.0, 0.0, 1.0), *, ma
                             field="magnitude")
     w = check_weight(weight, field, mask_arr)
     lam = positive("lam", lam)
-    lam_csf = positive("lam_csf", lam_csf, allow_zero=True)
-    edge_percentage = positive("edge_percentage", edge_percentage, allow_zero=True)
-    if edge_percentage > 3:
-        raise QSMConfigError(f"edge_percentage must be in [0, 3], got {edge_percentage}")
-    max_iter = positive_int("max_iter", max_iter)
-    cg_max_iter = positive_int("cg_max_iter", cg_max_iter)
-    cg_tol = positive("cg_tol", cg_tol)
-    tol = positive("tol", tol, allow_zero=True)
-    csf_in = None
-    if csf_mask is not None:
-        csf_in = xp.asarray(csf_mask)
-        if tuple(csf_in.shape) != tuple(field.shape):
-            raise QSMInputError(f"csf_mask shape {tuple(csf_in.shape)} does not match the "
-                                f"field shape {tuple(field.shape)}", field="csf_mask")
-        csf_in = (csf_in != 0) & mask_arr
-        if not bool(csf_in.any()):
-            raise QSMInputError("csf_mask has no voxel inside the mask", field="csf_mask")
+    lam_csf, edge_percentage, max_iter, cg_max_iter, cg_tol, tol = check_medi_settings(
+        lam_csf, edge_percentage, max_iter, cg_max_iter, cg_tol, tol)
+    csf_in = check_csf_mask(xp, csf_mask, field, mask_arr)
     grid = make_grid(field, mask_arr, voxel, b0, pad_fraction=pad_fraction, min_pad=min_pad)
     data = grid.embed(xp.where(mask_arr, field, 0))
     grad_mask = gradient_mask(grid, grid.embed(mag), edge_percentage)

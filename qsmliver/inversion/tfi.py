@@ -43,7 +43,7 @@ from typing import Any
 
 from numpy.typing import ArrayLike
 
-from qsmliver.errors import QSMConfigError, QSMInputError
+from qsmliver.errors import QSMInputError
 from qsmliver.inversion._common import (
     DEFAULT_MIN_PAD,
     Grid,
@@ -52,9 +52,8 @@ from qsmliver.inversion._common import (
     finite_or_raise,
     make_grid,
     positive,
-    positive_int,
 )
-from qsmliver.inversion.medi import gradient_mask
+from qsmliver.inversion.medi import check_csf_mask, check_medi_settings, gradient_mask
 from qsmliver.optim import LinearOperator, conjugate_gradient
 
 __all__ = [
@@ -333,23 +332,9 @@ def run_tfi(total_field_ppm, mask, voxel_size_mm, b0_dir=(0.0, 0.0, 1.0), *, wei
     lam_outside = (DEFAULT_TFI_OUTSIDE_RATIO * lam if lam_outside is None
                    else positive("lam_outside", lam_outside, allow_zero=True))
     p_b = positive("preconditioner_outside", preconditioner_outside)
-    lam_csf = positive("lam_csf", lam_csf, allow_zero=True)
-    edge_percentage = positive("edge_percentage", edge_percentage, allow_zero=True)
-    if edge_percentage > 3:
-        raise QSMConfigError(f"edge_percentage must be in [0, 3], got {edge_percentage}")
-    max_iter = positive_int("max_iter", max_iter)
-    cg_max_iter = positive_int("cg_max_iter", cg_max_iter)
-    cg_tol = positive("cg_tol", cg_tol)
-    tol = positive("tol", tol, allow_zero=True)
-    csf_in = None
-    if csf_mask is not None:
-        csf_in = xp.asarray(csf_mask)
-        if tuple(csf_in.shape) != tuple(field.shape):
-            raise QSMInputError(f"csf_mask shape {tuple(csf_in.shape)} does not match the "
-                                f"field shape {tuple(field.shape)}", field="csf_mask")
-        csf_in = (csf_in != 0) & mask_arr
-        if not bool(csf_in.any()):
-            raise QSMInputError("csf_mask has no voxel inside the mask", field="csf_mask")
+    lam_csf, edge_percentage, max_iter, cg_max_iter, cg_tol, tol = check_medi_settings(
+        lam_csf, edge_percentage, max_iter, cg_max_iter, cg_tol, tol)
+    csf_in = check_csf_mask(xp, csf_mask, field, mask_arr)
     grid = make_grid(field, mask_arr, voxel, b0, pad_fraction=pad_fraction, min_pad=min_pad)
     data = grid.embed(xp.where(mask_arr, field, 0))
     grad_mask = gradient_mask(grid, grid.embed(mag), edge_percentage)
