@@ -67,3 +67,19 @@ def test_gpu_benchmark_smoke_on_cpu(tmp_path):
     assert kernels["tv_update_fused"]["implementation"] == "numpy-twin"
     assert kernels["tv_update_fused"]["max_abs_diff_vs_chained"] == 0.0
     assert kernels["r2star_truncation_kernel"]["max_rel_diff_vs_vectorised"] == 0.0
+
+
+def test_fatwater_benchmark_smoke(tmp_path):
+    """benchmarks/fatwater.py --quick: 48 × 40 × 20 × 12 abdomen phantom, graph cut."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fatwater.py"), "--quick", "--output",
+         str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "fatwater-quick-cpu.json").read_text())
+    size = record["sizes"][0]
+    assert record["device"] == "cpu" and size["shape"] == [48, 40, 20] and size["echoes"] == 12
+    assert size["seconds"] > 0 and size["peak_host_mib_tracemalloc"] > 0
+    assert {"varpro_s", "fieldmap_s", "refine_s", "total_s"} <= set(size["stages_s"])
+    assert size["swap_fraction"] < 0.01

@@ -16,6 +16,7 @@ from qsmliver.fatwater.api import (
     separate_fat_water,
     signal_mask,
 )
+from qsmliver.fatwater.bipolar import correct_bipolar_phase as correct_bipolar_phase
 from qsmliver.fatwater.fieldmap import graphcut_field_map, voxelwise_field_map
 from qsmliver.fatwater.ideal import IdealFit, ideal_refine
 from qsmliver.fatwater.pdff import pdff_magnitude_discrimination
