@@ -43,13 +43,11 @@ from qsmliver import backend
 from qsmliver.errors import QSMConfigError, QSMInputError
 from qsmliver.relaxometry.noise import estimate_noise_sigma
 from qsmliver.relaxometry.r2star import (
-    _COMMON,
-    _OPTIONS,
     R2STAR_RANGE_PER_S,
     R2StarFit,
     _jsonable,
     _validate_mask,
-    _validate_te,
+    checked_magnitude,
     fit_r2star,
 )
 
@@ -127,15 +125,7 @@ def fit_r2star_truncation(
 
 
 def _fit_with_kernel(xp, magnitude, te_s, mask, noise_sigma, options) -> R2StarFit:
-    allowed = _OPTIONS["truncation"] | _COMMON
-    unknown = set(options) - allowed
-    if unknown:
-        raise QSMConfigError(f"R2* method 'truncation' has no option(s) {sorted(unknown)}; "
-                             f"it takes {sorted(allowed)}")
-    mag = xp.asarray(magnitude)
-    if mag.dtype.kind == "c":
-        mag = xp.abs(mag)
-    te = _validate_te(te_s, mag)
+    mag, te = checked_magnitude(xp, magnitude, te_s, "truncation", options)
     real = np.float32 if mag.dtype in (xp.float32, xp.float16) else np.float64
     out_dtype = xp.float32 if real == np.float32 else xp.float64
     spatial = mag.shape[:-1]

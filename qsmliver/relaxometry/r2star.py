@@ -169,14 +169,7 @@ def fit_r2star(
     xp = backend.get_array_module(magnitude)
     if method not in R2STAR_METHODS:
         raise QSMConfigError(f"unknown R2* method {method!r}; use one of {R2STAR_METHODS}")
-    unknown = set(options) - _OPTIONS[method] - _COMMON
-    if unknown:
-        raise QSMConfigError(f"R2* method {method!r} has no option(s) {sorted(unknown)}; "
-                             f"it takes {sorted(_OPTIONS[method] | _COMMON)}")
-    mag = xp.asarray(magnitude)
-    if mag.dtype.kind == "c":
-        mag = xp.abs(mag)
-    te = _validate_te(te_s, mag)
+    mag, te = checked_magnitude(xp, magnitude, te_s, method, options)
     out_dtype = xp.float32 if mag.dtype in (xp.float32, xp.float16) else xp.float64
     spatial = mag.shape[:-1]
     vox_mask = _validate_mask(xp, mask, spatial)
@@ -242,6 +235,18 @@ def fit_r2star(
 
 
 # -- the per-method workers on (N, E) arrays --------------------------------------------------
+def checked_magnitude(xp, magnitude, te_s, method: str, options: dict[str, Any]):
+    """``(magnitude, te)`` validated for ``method``: known options, real magnitudes, TEs."""
+    unknown = set(options) - _OPTIONS[method] - _COMMON
+    if unknown:
+        raise QSMConfigError(f"R2* method {method!r} has no option(s) {sorted(unknown)}; "
+                             f"it takes {sorted(_OPTIONS[method] | _COMMON)}")
+    mag = xp.asarray(magnitude)
+    if mag.dtype.kind == "c":
+        mag = xp.abs(mag)
+    return mag, _validate_te(te_s, mag)
+
+
 def _fit_decay(xp, method: str, y, te, sigma, r_range, options) -> dict[str, Any]:
     """Fit one chunk: ``y`` (N, E) float64 magnitudes, ``sigma`` (N,) or None."""
     e = y.shape[-1]
