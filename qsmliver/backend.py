@@ -36,9 +36,11 @@ from qsmliver.errors import QSMConfigError, QSMInputError
 __all__ = [
     "DEFAULT_HOST_CHUNK_BYTES",
     "DEVICE_CHUNK_FRACTION",
+    "GPU_CHECK_EVERY",
     "Device",
     "QSMDeviceMemoryWarning",
     "chunked_apply",
+    "convergence_check_interval",
     "cupy_available",
     "device_memory_info",
     "device_of",
@@ -181,6 +183,42 @@ def to_numpy(array: Any) -> np.ndarray:
     if get_array_module(array) is not np:
         return array.get()
     return np.asarray(array)
+
+
+# -- convergence checks of iterative solvers --------------------------------------------------
+#: Iterations between the convergence checks of the iterative solvers on a GPU (CG, LSQR,
+#: TV-ADMM, NDI, the R2* Levenberg-Marquardt loop). Each check copies a scalar to the host,
+#: which waits for every queued kernel; checking every few iterations keeps the GPU busy.
+#: A solver may therefore run up to ``GPU_CHECK_EVERY - 1`` iterations past the point where
+#: it would have stopped on the CPU (never past ``max_iter``).
+GPU_CHECK_EVERY = 10
+
+
+def convergence_check_interval(xp: types.ModuleType = np) -> int:
+    """Iterations between host-side convergence checks for arrays of module ``xp``.
+
+    1 on NumPy (every iteration: the CPU results and iteration counts do not depend on this
+    setting); :data:`GPU_CHECK_EVERY` on CuPy, or the value of the environment variable
+    ``QSMLIVER_GPU_CHECK_EVERY`` (a positive integer) when it is set.
+
+    Examples
+    --------
+    >>> convergence_check_interval(np)
+    1
+    """
+    if xp is np:
+        return 1
+    env = os.environ.get("QSMLIVER_GPU_CHECK_EVERY", "")
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise QSMConfigError(
+                f"QSMLIVER_GPU_CHECK_EVERY must be a positive integer, got {env!r}")
+        return value
+    return GPU_CHECK_EVERY
 
 
 # -- FFT and ndimage per backend --------------------------------------------------------------

@@ -82,3 +82,63 @@ def test_lsqr_matches_numpy_lstsq(xp):
 def test_soft_threshold():
     np.testing.assert_allclose(soft_threshold(np.array([-3.0, -0.5, 0.0, 0.2, 2.0]), 1.0),
                                [-2.0, 0.0, 0.0, 0.0, 1.0])
+
+
+@pytest.fixture
+def device_scalars(monkeypatch):
+    """Run the solvers' CuPy code path on NumPy: scalars stay 0-d arrays (no float())."""
+    from qsmliver.optim import solvers
+
+    monkeypatch.setattr(solvers, "_scalar", lambda xp, value: xp.asarray(value))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex64])
+def test_cg_checked_every_k_iterations_matches_textbook(device_scalars, dtype):
+    rng = np.random.default_rng(6)
+    m = rng.standard_normal((40, 40))
+    a = (m @ m.T + 5 * np.eye(40)).astype(dtype)
+    truth = rng.standard_normal(40).astype(dtype)
+    b = a @ truth
+    _, info1 = conjugate_gradient(lambda v: a @ v, b, max_iter=300, tol=1e-5, check_every=1)
+    x7, info7 = conjugate_gradient(lambda v: a @ v, b, max_iter=300, tol=1e-5, check_every=7)
+    assert x7.dtype == dtype and info1.converged and info7.converged
+    # the checks are only less frequent: at most 6 extra iterations, stopping on a check
+    assert info1.iterations <= info7.iterations <= info1.iterations + 6
+    assert info7.iterations % 7 == 0
+    tol = 1e-4 if dtype == np.float64 else 5e-3
+    assert np.linalg.norm(x7 - truth) / np.linalg.norm(truth) < tol
+
+
+def test_cg_device_path_stalls_safely_on_zero_curvature(device_scalars):
+    # exact solution after 1 iteration: α = 0 afterwards until the next check breaks
+    x, info = conjugate_gradient(lambda v: 2.0 * v, np.ones(5), max_iter=50, tol=0.0,
+                                 check_every=10)
+    np.testing.assert_allclose(x, 0.5)
+    assert info.iterations == 10 and info.relative_residual == 0.0
+
+
+def test_lsqr_checked_every_k_iterations(device_scalars):
+    rng = np.random.default_rng(7)
+    m = rng.standard_normal((40, 12)).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+    op = LinearOperator(lambda v: m @ v, lambda u: m.T @ u)
+    _, info1 = lsqr(op, b, np.zeros(12, np.float32), max_iter=100, tol=1e-4, check_every=1)
+    x5, info5 = lsqr(op, b, np.zeros(12, np.float32), max_iter=100, tol=1e-4, check_every=5)
+    assert x5.dtype == np.float32  # no float64 promotion by the recurrence scalars
+    assert info1.iterations <= info5.iterations <= info1.iterations + 4
+    np.testing.assert_allclose(x5, np.linalg.lstsq(m, b, rcond=None)[0], rtol=1e-3, atol=1e-4)
+
+
+def test_lsqr_keeps_float32_on_numpy():
+    rng = np.random.default_rng(8)
+    m = rng.standard_normal((30, 10)).astype(np.float32)
+    op = LinearOperator(lambda v: m @ v, lambda u: m.T @ u)
+    x, _ = lsqr(op, m @ np.ones(10, np.float32), np.zeros(10, np.float32), max_iter=30)
+    assert x.dtype == np.float32
+
+
+def test_check_every_must_be_positive():
+    from qsmliver.errors import QSMConfigError
+
+    with pytest.raises(QSMConfigError, match="check_every"):
+        conjugate_gradient(lambda v: v, np.ones(3), check_every=0)

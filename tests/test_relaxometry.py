@@ -203,3 +203,47 @@ def test_bad_inputs_raise_clear_errors():
         fit_r2star(mag, TE_SEED, mask=np.zeros(3, dtype=bool))
     with pytest.raises(QSMInputError, match="noise sigma"):
         fit_r2star(mag, TE_SEED, method="noise_corrected", noise_sigma=0.0)
+
+
+# -- dispatch to the CUDA kernel of "truncation" ----------------------------------------------
+def test_kernel_dispatch_choice():
+    from qsmliver.relaxometry.r2star import _kernel_applies
+
+    gpu = object()  # stands for the cupy module: anything that is not numpy
+    assert _kernel_applies(gpu, "truncation", {}, None)
+    assert _kernel_applies(gpu, "truncation", {"max_iter": 30, "r2star_range": (0, 2000)}, None)
+    assert not _kernel_applies(gpu, "truncation", {}, False)
+    assert not _kernel_applies(gpu, "nlls", {}, None)
+    assert not _kernel_applies(np, "truncation", {}, None)
+    assert not _kernel_applies(gpu, "truncation", {"weighting": "none"}, None)
+    with pytest.raises(QSMConfigError, match="NumPy arrays"):
+        _kernel_applies(np, "truncation", {}, True)
+    with pytest.raises(QSMConfigError, match="'truncation' only"):
+        _kernel_applies(gpu, "arlo", {}, True)
+    with pytest.raises(QSMConfigError, match="use_kernel"):
+        _kernel_applies(gpu, "truncation", {}, "yes")
+
+
+def test_fit_r2star_routes_truncation_to_the_kernel(monkeypatch):
+    from qsmliver.relaxometry import R2StarFit, _gpu, r2star
+
+    calls = []
+
+    def fake_kernel(xp, magnitude, te_s, mask, noise_sigma, options):
+        calls.append(dict(options, noise_sigma=noise_sigma))
+        return "kernel result"
+
+    monkeypatch.setattr(_gpu, "_fit_with_kernel", fake_kernel)
+    te = 1e-3 * np.arange(1, 7)
+    mag = 100.0 * np.exp(-50.0 * te)[None, :]
+    # NumPy input: never the kernel, even for "truncation"
+    assert isinstance(fit_r2star(mag, te, method="truncation", noise_sigma=1.0), R2StarFit)
+    assert calls == []
+    # pretend the input is on the GPU: "truncation" goes to the kernel with its options
+    monkeypatch.setattr(r2star.backend, "get_array_module", lambda *a: object())
+    out = fit_r2star(mag, te, method="truncation", noise_sigma=2.0, max_iter=20)
+    assert out == "kernel result" and calls == [{"max_iter": 20, "noise_sigma": 2.0}]
+    with pytest.raises(QSMConfigError):  # the vectorised path runs (and fails on a fake xp)
+        fit_r2star(mag, te, method="truncation", noise_sigma=2.0, use_kernel=False,
+                   weighting="none")
+    assert len(calls) == 1

@@ -2,6 +2,13 @@
 
 All take the array module from their inputs (NumPy or CuPy). Convergence is judged on the
 relative residual; the iteration count and the final residual are returned for the sidecar.
+
+On CuPy the scalars of the recurrences (CG's α and β, LSQR's α, β, ρ, φ, ...) stay 0-d device
+arrays, so that an iteration queues kernels without waiting for the GPU, and the convergence
+test (which copies one number to the host) runs every ``check_every`` iterations
+(:func:`qsmliver.backend.convergence_check_interval`: 1 on NumPy, so the CPU results and
+iteration counts are those of the textbook recurrences; 10 on CuPy, so a GPU solve may run up
+to 9 iterations past the point where the CPU one stops, never past ``max_iter``).
 """
 
 from __future__ import annotations
@@ -12,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from qsmliver.backend import get_array_module
-from qsmliver.errors import QSMNumericalError
+from qsmliver.backend import convergence_check_interval, get_array_module
+from qsmliver.errors import QSMConfigError, QSMNumericalError
 from qsmliver.optim.operators import LinearOperator
 
 __all__ = ["SolverInfo", "conjugate_gradient", "lsqr", "soft_threshold"]
@@ -51,11 +58,67 @@ class SolverInfo:
 
 
 def _norm(xp, a: Array) -> float:
+    """``||a||`` on the host (a Python float; one device synchronisation on CuPy)."""
     return float(xp.linalg.norm(a.ravel()))
 
 
-def _real_inner(xp, a: Array, b: Array) -> float:
-    return float(xp.vdot(a.ravel(), b.ravel()).real)
+def _scalar(xp, value: Array) -> Any:
+    """A solver scalar: a Python float on NumPy, a 0-d device array on CuPy (no host sync)."""
+    return float(value) if xp is np else value
+
+
+def _device_norm(xp, a: Array) -> Any:
+    """``||a||`` as a solver scalar (see :func:`_scalar`)."""
+    return _scalar(xp, xp.linalg.norm(a.ravel()))
+
+
+def _real_inner(xp, a: Array, b: Array) -> Any:
+    """``Re <a, b>`` as a solver scalar (see :func:`_scalar`)."""
+    return _scalar(xp, xp.vdot(a.ravel(), b.ravel()).real)
+
+
+def _ratio(numerator: Any, denominator: Any) -> Any:
+    """``numerator / denominator``, 0 where ``denominator <= 0``, without a host sync."""
+    if isinstance(denominator, float):
+        return numerator / denominator if denominator > 0 else 0.0
+    xp = get_array_module(denominator)
+    positive = denominator > 0
+    safe = xp.where(positive, denominator, xp.ones_like(denominator))
+    return xp.where(positive, numerator / safe, xp.zeros_like(denominator))
+
+
+def _divide_if_positive(a: Array, scale: Any) -> Array:
+    """``a / scale`` where ``scale > 0``, else ``a`` unchanged (no host sync on CuPy)."""
+    if isinstance(scale, float):
+        return a / scale if scale > 0 else a
+    xp = get_array_module(scale)
+    return a / xp.where(scale > 0, scale, xp.ones_like(scale))
+
+
+def _like(value: Any, dtype: Any) -> Any:
+    """A scalar in the real ``dtype`` of the iterate, so that float32 stays float32."""
+    real = np.dtype(dtype)
+    if real.kind == "c":
+        real = np.dtype(real.char.lower())
+    if isinstance(value, (float, np.generic)):
+        return real.type(value)
+    return value.astype(real)
+
+
+def _to_host(xp, *values: Any) -> list[float]:
+    """Solver scalars as Python floats, copied from the device together (one sync)."""
+    if xp is np:
+        return [float(v) for v in values]
+    stacked = xp.stack([xp.asarray(v, dtype=xp.float64) for v in values])
+    return [float(v) for v in stacked.get()]
+
+
+def _check_every(xp, check_every: int | None) -> int:
+    if check_every is None:
+        return convergence_check_interval(xp)
+    if isinstance(check_every, bool) or int(check_every) != check_every or check_every < 1:
+        raise QSMConfigError(f"check_every must be a positive integer, got {check_every!r}")
+    return int(check_every)
 
 
 def conjugate_gradient(
@@ -66,6 +129,7 @@ def conjugate_gradient(
     max_iter: int = 100,
     tol: float = 1e-6,
     stage: str = "conjugate gradient",
+    check_every: int | None = None,
 ) -> tuple[Array, SolverInfo]:
     """Solve ``A x = b`` for a Hermitian positive (semi-)definite ``A`` by conjugate gradients.
 
@@ -84,6 +148,9 @@ def conjugate_gradient(
         Stop when ``||b - A x|| <= tol ||b||``.
     stage : str
         Named in the error raised when the iteration produces non-finite values.
+    check_every : int, optional
+        Test convergence (a host synchronisation) every this many iterations and at the last;
+        default :func:`qsmliver.backend.convergence_check_interval` (1 on NumPy, 10 on CuPy).
 
     Returns
     -------
@@ -103,24 +170,29 @@ def conjugate_gradient(
     r = rhs - apply_a(x) if x0 is not None else rhs.copy()
     p = r.copy()
     rr = _real_inner(xp, r, r)
+    every = _check_every(xp, check_every)
     iterations = 0
     for iterations in range(1, max_iter + 1):
+        check = iterations % every == 0 or iterations == max_iter
         ap = apply_a(p)
         pap = _real_inner(xp, p, ap)
-        if not np.isfinite(pap):
-            raise QSMNumericalError(stage, f"non-finite curvature at iteration {iterations}")
-        if pap <= 0:
-            break  # exact solution reached within the range of A (semi-definite case)
-        alpha = rr / pap
+        if check:
+            pap_host = float(pap)
+            if not np.isfinite(pap_host):
+                raise QSMNumericalError(stage, f"non-finite curvature at iteration {iterations}")
+            if pap_host <= 0:
+                break  # exact solution reached within the range of A (semi-definite case)
+        # between checks (GPU) a non-positive curvature gives α = 0: the iterate stays put
+        alpha = _ratio(rr, pap)
         x += alpha * p
         r -= alpha * ap
         rr_new = _real_inner(xp, r, r)
-        if np.sqrt(rr_new) <= tol * b_norm:
+        if check and np.sqrt(float(rr_new)) <= tol * b_norm:
             rr = rr_new
             break
-        p = r + (rr_new / rr) * p
+        p = r + _ratio(rr_new, rr) * p
         rr = rr_new
-    relative = float(np.sqrt(rr) / b_norm)
+    relative = float(np.sqrt(float(rr)) / b_norm)
     if not np.isfinite(relative):
         raise QSMNumericalError(stage, "the residual became non-finite")
     return x, SolverInfo(iterations, relative, relative <= tol)
@@ -134,6 +206,7 @@ def lsqr(
     max_iter: int = 100,
     tol: float = 1e-6,
     stage: str = "LSQR",
+    check_every: int | None = None,
 ) -> tuple[Array, SolverInfo]:
     """Least squares ``min ||A x - b||²`` by LSQR (Paige & Saunders 1982).
 
@@ -152,6 +225,8 @@ def lsqr(
     tol : float
         Stop when ``||A^H r|| / (||A|| ||r||) <= tol``.
     stage : str
+    check_every : int, optional
+        As in :func:`conjugate_gradient`.
 
     Returns
     -------
@@ -173,31 +248,35 @@ def lsqr(
     phi_bar, rho_bar = beta, alpha
     a_norm_sq = 0.0
     relative = 1.0
+    every = _check_every(xp, check_every)
+    dtype = x.dtype
     iterations = 0
     for iterations in range(1, max_iter + 1):
         u = op.forward(v) - alpha * u
-        beta = _norm(xp, u)
-        if beta > 0:
-            u = u / beta
+        beta = _device_norm(xp, u)
+        u = _divide_if_positive(u, beta)
         a_norm_sq += alpha**2 + beta**2
         v_next = op.adjoint(u) - beta * v
-        alpha = _norm(xp, v_next)
-        if alpha > 0:
-            v_next = v_next / alpha
-        rho = np.hypot(rho_bar, beta)
+        alpha = _device_norm(xp, v_next)
+        v_next = _divide_if_positive(v_next, alpha)
+        rho = xp.hypot(rho_bar, beta)
         c, s = rho_bar / rho, beta / rho
         theta = s * alpha
         rho_bar = -c * alpha
         phi = c * phi_bar
         phi_bar = s * phi_bar
-        x = x + (phi / rho) * w
-        w = v_next - (theta / rho) * w
+        # scalars in the iterate's precision: a float64 NumPy scalar would promote float32
+        x = x + _like(phi / rho, dtype) * w
+        w = v_next - _like(theta / rho, dtype) * w
         v = v_next
+        if not (iterations % every == 0 or iterations == max_iter):
+            continue
         # ||A^H r|| = phi_bar * alpha * |c|; ||r|| ≈ phi_bar
-        residual = abs(phi_bar)
+        phi_bar_h, alpha_h, c_h, a_norm_sq_h = _to_host(xp, phi_bar, alpha, c, a_norm_sq)
+        residual = abs(phi_bar_h)
         if not np.isfinite(residual):
             raise QSMNumericalError(stage, f"non-finite residual at iteration {iterations}")
-        relative = (abs(phi_bar * alpha * c) / (np.sqrt(a_norm_sq) * residual)
+        relative = (abs(phi_bar_h * alpha_h * c_h) / (np.sqrt(a_norm_sq_h) * residual)
                     if residual > 0 else 0.0)
         if relative <= tol:
             break

@@ -10,18 +10,12 @@ with the same damping, acceptance and stopping rules, R²) inside one thread, in
 precision, with no ``(N, E, P)`` temporaries; otherwise it calls the vectorised
 :func:`~qsmliver.relaxometry.fit_r2star`, which is the kernel's NumPy twin.
 
-The kernel is opt-in: ``fit_r2star`` itself is unchanged. To wire it in, the maintainer can
-dispatch from ``fit_r2star`` when ``method == "truncation"`` and the input is on CuPy::
-
-    if method == "truncation" and xp is not np and options.pop("use_kernel", False):
-        from qsmliver.relaxometry._gpu import fit_r2star_truncation
-        return fit_r2star_truncation(magnitude, te_s, mask=mask, noise_sigma=noise_sigma,
-                                     use_kernel=True, **options)
-
-(and add ``"use_kernel"`` to the options of "truncation"), or call
-:func:`fit_r2star_truncation` from the pipeline. For volumes that do not fit on the GPU,
-:func:`qsmliver.backend.chunked_apply` can feed it host data in chunks (give ``noise_sigma``
-explicitly then: its automatic estimate looks at the whole image).
+:func:`~qsmliver.relaxometry.fit_r2star` dispatches here by itself for
+``method="truncation"`` on CuPy input (its ``use_kernel`` keyword: None automatic, True
+required, False never); :func:`fit_r2star_truncation` keeps its opt-in default. For volumes
+that do not fit on the GPU, :func:`qsmliver.backend.chunked_apply` can feed it host data in
+chunks (give ``noise_sigma`` explicitly then: its automatic estimate looks at the whole
+image).
 
 References
 ----------
@@ -118,7 +112,7 @@ def fit_r2star_truncation(
     xp = backend.get_array_module(magnitude)
     if use_kernel is False or xp is np:
         fit = fit_r2star(magnitude, te_s, method="truncation", mask=mask,
-                         noise_sigma=noise_sigma, **options)
+                         noise_sigma=noise_sigma, use_kernel=False, **options)
         fit.parameters["implementation"] = "vectorised"
         return fit
     return _fit_with_kernel(xp, magnitude, te_s, mask, noise_sigma, options)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from qsmliver.backend import convergence_check_interval
+
 __all__ = ["levenberg_marquardt", "solve_small"]
 
 
@@ -112,8 +114,12 @@ def levenberg_marquardt(
     p, cost, ya, wa = p_all, cost_all, y, weights
     lam = xp.full(cost.shape, 1e-3, dtype=p.dtype)
     quiet = xp.zeros(cost.shape, dtype=xp.int32)
+    # finished voxels are frozen and removed at the next check (every iteration on NumPy, so
+    # that ``done`` is all False between checks there; every 10 on CuPy: fewer host syncs)
+    done = xp.zeros(cost.shape, dtype=bool)
+    every = convergence_check_interval(xp)
     iterations = 0
-    for iterations in range(1, max_iter + 1):  # noqa: B007 - reported to the caller
+    for iterations in range(1, max_iter + 1):
         jw_t = xp.swapaxes(jac * wa[..., None], 1, 2)
         a = xp.matmul(jw_t, jac)
         g = xp.matmul(jw_t, resid[..., None])[..., 0]
@@ -125,7 +131,7 @@ def levenberg_marquardt(
         f_t, jac_t = model(trial, idx)
         resid_t = ya - f_t
         cost_t = xp.sum(wa * resid_t * resid_t, axis=-1)
-        better = xp.isfinite(cost_t) & (cost_t < cost)
+        better = xp.isfinite(cost_t) & (cost_t < cost) & ~done
         change = xp.where(better, (cost - cost_t) / xp.maximum(cost, 1e-300), 0.0)
         p = xp.where(better[:, None], trial, p)
         jac = xp.where(better[:, None, None], jac_t, jac)
@@ -133,12 +139,13 @@ def levenberg_marquardt(
         cost = xp.where(better, cost_t, cost)
         lam = xp.clip(xp.where(better, lam * 0.2, lam * 10.0), 1e-9, 1e9)
         quiet = xp.where(change < tol, quiet + 1, 0)
-        done = (quiet >= 3) | (lam >= 1e9)
-        if bool(xp.any(done)):
+        done = done | (quiet >= 3) | (lam >= 1e9)
+        if (iterations % every == 0 or iterations == max_iter) and bool(xp.any(done)):
             p_all[idx[done]] = p[done]
             cost_all[idx[done]] = cost[done]
             keep = ~done
             idx, p, cost, lam, quiet = idx[keep], p[keep], cost[keep], lam[keep], quiet[keep]
+            done = done[keep]
             jac, resid, ya, wa = jac[keep], resid[keep], ya[keep], wa[keep]
             if idx.size == 0:
                 break

@@ -72,6 +72,9 @@ _OPTIONS = {
     "noise_corrected": {"max_iter", "tol", "n_coils"},
 }
 _COMMON = {"r2star_range", "chunk_size"}
+#: Options the CUDA kernel of "truncation" (``kernels/r2star_fit.cu``) implements; any other
+#: option sends a CuPy fit to the vectorised path.
+_KERNEL_OPTIONS = _OPTIONS["truncation"] | _COMMON
 
 
 @dataclasses.dataclass(eq=False)
@@ -120,6 +123,7 @@ def fit_r2star(
     method: str = "loglinear",
     mask=None,
     noise_sigma: float | Any | None = None,
+    use_kernel: bool | None = None,
     **options: Any,
 ) -> R2StarFit:
     """Fit R2* (and S0) voxel by voxel, vectorised over all voxels, on NumPy or CuPy.
@@ -138,6 +142,14 @@ def fit_r2star(
         Noise standard deviation per real/imaginary channel (magnitude units), scalar or per
         voxel. Needed by "truncation" and "noise_corrected"; default
         :func:`estimate_noise_sigma` on the whole ``magnitude`` (background air voxels).
+    use_kernel : bool or None
+        The CUDA kernel of the "truncation" fit (``kernels/r2star_fit.cu``, one GPU thread per
+        voxel, no ``(N, E, P)`` temporaries; ``parameters["implementation"]`` then says
+        "cuda-kernel"). None (default): used automatically for ``method="truncation"`` on
+        CuPy input when every option is one the kernel implements; NumPy input and the other
+        methods take the vectorised path. True: require it (QSMConfigError when it cannot
+        run). False: always the vectorised path. The kernel agrees with the vectorised fit
+        to about the LM tolerance, not bit for bit.
     **options
         ``r2star_range`` (lo, hi) in 1/s (default :data:`R2STAR_RANGE_PER_S`);
         ``chunk_size`` voxels per batch (default :data:`DEFAULT_CHUNK_VOXELS`);
@@ -156,7 +168,8 @@ def fit_r2star(
     QSMInputError
         Echo count vs ``te_s`` mismatch, bad echo times, non-finite magnitudes, mask shape.
     QSMConfigError
-        Unknown method or option; ARLO with non-uniform echo spacing.
+        Unknown method or option; ARLO with non-uniform echo spacing; ``use_kernel=True``
+        where the kernel cannot run.
 
     Examples
     --------
@@ -169,6 +182,10 @@ def fit_r2star(
     xp = backend.get_array_module(magnitude)
     if method not in R2STAR_METHODS:
         raise QSMConfigError(f"unknown R2* method {method!r}; use one of {R2STAR_METHODS}")
+    if _kernel_applies(xp, method, options, use_kernel):
+        from qsmliver.relaxometry import _gpu
+
+        return _gpu._fit_with_kernel(xp, magnitude, te_s, mask, noise_sigma, options)
     mag, te = checked_magnitude(xp, magnitude, te_s, method, options)
     out_dtype = xp.float32 if mag.dtype in (xp.float32, xp.float16) else xp.float64
     spatial = mag.shape[:-1]
@@ -232,6 +249,26 @@ def fit_r2star(
         n_echoes_used=scatter("n_used", xp.int16) if "n_used" in parts else None,
         offset=scatter("offset") if "offset" in parts else None,
     )
+
+
+def _kernel_applies(xp, method: str, options: dict[str, Any], use_kernel: bool | None) -> bool:
+    """Whether :func:`fit_r2star` runs the CUDA kernel of "truncation" (see ``use_kernel``)."""
+    if use_kernel is False:
+        return False
+    if use_kernel is not None and use_kernel is not True:
+        raise QSMConfigError(f"use_kernel must be True, False or None, got {use_kernel!r}")
+    reasons = []
+    if method != "truncation":
+        reasons.append(f"it implements method 'truncation' only, not {method!r}")
+    if xp is np:
+        reasons.append("the magnitudes are NumPy arrays (move them to the GPU first)")
+    unsupported = sorted(set(options) - _KERNEL_OPTIONS)
+    if unsupported:
+        reasons.append(f"it does not implement option(s) {unsupported}")
+    if use_kernel and reasons:
+        raise QSMConfigError("use_kernel=True but the R2* CUDA kernel cannot run: "
+                             + "; ".join(reasons))
+    return not reasons
 
 
 # -- the per-method workers on (N, E) arrays --------------------------------------------------
