@@ -42,7 +42,7 @@ def test_pipeline_benchmark_smoke(tmp_path):
 
 
 def test_gpu_benchmark_smoke_on_cpu(tmp_path):
-    """benchmarks/gpu.py --quick --device cpu (whole chain left out: about 10 s here)."""
+    """benchmarks/gpu.py --quick --device cpu (brain chain left out; about 16 s here)."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--quick", "--device", "cpu",
          "--skip-chain", "--output", str(tmp_path)],
@@ -67,6 +67,13 @@ def test_gpu_benchmark_smoke_on_cpu(tmp_path):
     assert kernels["tv_update_fused"]["implementation"] == "numpy-twin"
     assert kernels["tv_update_fused"]["max_abs_diff_vs_chained"] == 0.0
     assert kernels["r2star_truncation_kernel"]["max_rel_diff_vs_vectorised"] == 0.0
+    # the abdomen (liver chain) case of issue 8 at its quick size, stage by stage
+    abdomen = record["abdomen"]
+    assert abdomen["shape"] == [48, 40, 24] and abdomen["echoes"] == 12
+    assert {"fatwater", "mask", "inversion", "whole_chain_liver"} <= set(abdomen["stages"])
+    assert all(s["seconds"] >= 0 and s["ratio_to_fft"] >= 0 for s in abdomen["stages"].values())
+    assert abdomen["stages"]["whole_chain_liver"]["seconds"] > 0
+    assert "Chimap" in abdomen["maps"] and "desc-PDFF_map" in abdomen["maps"]
 
 
 def test_fatwater_benchmark_smoke(tmp_path):

@@ -86,7 +86,7 @@ def test_complex_ops_kernel_parity_with_numpy_twin(rng):
 # compiled device code.
 import ctypes  # noqa: E402
 
-from qsmliver.errors import QSMInputError  # noqa: E402
+from qsmliver.errors import QSMConfigError, QSMInputError  # noqa: E402
 from qsmliver.optim import divergence, gradient, soft_threshold  # noqa: E402
 from qsmliver.optim.fused import (  # noqa: E402
     tv_grad_adjoint,
@@ -314,3 +314,253 @@ def test_r2star_kernel_parity_with_vectorised_fit(rng, dtype):
     assert np.all(backend.to_numpy(fit.r2star_per_s)[~mask] == 0)
     error = rate / truth.reshape(20, 20, 10)[mask] - 1
     assert np.median(np.abs(error)) < 0.06 and abs(np.median(error)) < 0.015
+
+
+# -- fatwater_varpro: VARPRO cost and T2*-IDEAL refinement, on the host and on the GPU ----------
+from qsmliver.fatwater import _gpu as fatwater_gpu  # noqa: E402
+from qsmliver.fatwater.ideal import ideal_refine  # noqa: E402
+from qsmliver.fatwater.spectra import fat_basis  # noqa: E402
+from qsmliver.fatwater.varpro import (  # noqa: E402
+    field_candidates,
+    r2star_candidates,
+    varpro_cost,
+)
+from qsmliver.simulate import abdomen as _abdomen  # noqa: E402
+from qsmliver.simulate.signal import add_complex_noise, gre_signal  # noqa: E402
+
+_FW_CASES = [(1.5, 6), (1.5, 12), (3.0, 6), (3.0, 12)]
+_FW_IDS = [f"{b0}T-{n}echoes" for b0, n in _FW_CASES]
+
+
+def _fatwater_voxels(rng, b0_t, n_echoes, n_voxels=500, sigma=1.0, r2star_max=1000.0):
+    """Voxels of the multi-peak signal model (fat fraction 0-60 %, R2* 0-``r2star_max`` 1/s,
+    field ±200 Hz, random initial phase; water + fat = 100) with complex noise ``sigma``."""
+    te = _abdomen.default_echo_times(b0_t)[:n_echoes]
+    fat_fraction = rng.uniform(0.0, 0.6, n_voxels)
+    truth = {"r2star": rng.uniform(0.0, r2star_max, n_voxels),
+             "field": rng.uniform(-200.0, 200.0, n_voxels)}
+    signal = gre_signal(100.0 * (1 - fat_fraction), 100.0 * fat_fraction, te, b0_t,
+                        r2star_per_s=truth["r2star"], field_hz=truth["field"],
+                        phi0_rad=rng.uniform(-np.pi, np.pi, n_voxels))
+    if sigma:
+        signal = add_complex_noise(signal, sigma, seed=rng)
+    return signal, te, truth
+
+
+def host_varpro(lib, dtype, signal, te, b0_t, field_hz, r2star_per_s, reduce=True):
+    """varpro_weights, varpro_phasors and varpro_cost of the host build, chained as _gpu does."""
+    cdtype = np.complex64 if dtype == np.float32 else np.complex128
+    s = np.ascontiguousarray(signal, dtype=cdtype)
+    te = np.ascontiguousarray(te, dtype=np.float64)
+    psi = np.ascontiguousarray(field_hz, dtype=np.float64)
+    r2s = np.ascontiguousarray(r2star_per_s, dtype=np.float64)
+    basis = np.ascontiguousarray(fat_basis("ismrm", te, b0_t))
+    (n_vox, n_echo), n_psi, n_r2 = s.shape, psi.size, r2s.size
+    weights = np.empty((n_r2, 2, n_echo, 2), dtype)
+    phasors = np.empty((n_psi, n_echo, 2), dtype)
+    cost = np.empty((n_vox, n_psi) if reduce else (n_vox, n_psi, n_r2), dtype)
+    index = np.zeros((n_vox, n_psi), np.int16)
+    vp, ll, i32 = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int
+    lib.varpro_weights.argtypes = [vp] * 3 + [ll, i32, vp]
+    lib.varpro_weights(_ptr(te), _ptr(basis), _ptr(r2s), n_r2, n_echo, _ptr(weights))
+    lib.varpro_phasors.argtypes = [vp] * 2 + [ll, i32, vp]
+    lib.varpro_phasors(_ptr(te), _ptr(psi), n_psi, n_echo, _ptr(phasors))
+    lib.varpro_cost.argtypes = [vp] * 3 + [ll, i32, i32, i32, i32, vp, vp]
+    lib.varpro_cost(_ptr(s), _ptr(weights), _ptr(phasors), n_vox, n_echo, n_psi, n_r2,
+                    int(reduce), _ptr(cost), _ptr(index))
+    return cost, (index if reduce else None)
+
+
+def host_ideal(lib, dtype, signal, te, b0_t, field_hz, r2star_per_s, *, max_iter=30,
+               tol_hz=1e-4, r2star_max_per_s=4000.0, max_shift_hz=None):
+    """ideal_refine of the host build: (field, r2star, water, fat, residual, converged, iters)."""
+    cdtype = np.complex64 if dtype == np.float32 else np.complex128
+    s = np.ascontiguousarray(signal, dtype=cdtype)
+    te = np.ascontiguousarray(te, dtype=np.float64)
+    basis = np.ascontiguousarray(fat_basis("ismrm", te, b0_t))
+    n_vox = s.shape[0]
+    psi0 = np.ascontiguousarray(field_hz, dtype=np.float64)
+    r0 = np.ascontiguousarray(r2star_per_s, dtype=np.float64)
+    outs = [np.empty(n_vox), np.empty(n_vox), np.empty(n_vox, complex), np.empty(n_vox, complex),
+            np.empty(n_vox), np.zeros(n_vox, bool), np.zeros(n_vox, np.int32)]
+    vp, d, i32 = ctypes.c_void_p, ctypes.c_double, ctypes.c_int
+    lib.ideal_refine.argtypes = [vp] * 5 + [ctypes.c_longlong, i32, i32, d, d, i32, d] + [vp] * 7
+    lib.ideal_refine(_ptr(s), _ptr(te), _ptr(basis), _ptr(psi0), _ptr(r0), n_vox, te.size,
+                     max_iter, tol_hz, r2star_max_per_s, int(max_shift_hz is not None),
+                     max_shift_hz or 0.0, *[_ptr(o) for o in outs])
+    return outs
+
+
+@needs_gxx
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize(("b0_t", "n_echoes"), _FW_CASES, ids=_FW_IDS)
+def test_fatwater_varpro_source_on_host_matches_twin(tmp_path_factory, rng, dtype, b0_t,
+                                                     n_echoes):
+    """The three VARPRO kernels against varpro_cost on 500 noisy voxels, reduced and full.
+
+    Measured here: |Δcost| / ||S||² <= 3.5e-15 (float64), 1e-6 (float32); relative to the
+    cost where the cost exceeds 1e-3 ||S||²: <= 8e-13 (float64), 4e-4 (float32).
+    """
+    lib = host_kernels("fatwater_varpro", dtype, tmp_path_factory)
+    signal, te, _ = _fatwater_voxels(rng, b0_t, n_echoes)
+    signal = signal.astype(np.complex64 if dtype == np.float32 else np.complex128)
+    grid, _ = field_candidates(te)
+    r2s = r2star_candidates(b0_t)
+    energy = np.sum(np.abs(signal.astype(np.complex128)) ** 2, axis=1)[:, None]
+    twin, twin_index = varpro_cost(signal, te, b0_t, grid, r2s)
+    cost, index = host_varpro(lib, dtype, signal, te, b0_t, grid, r2s)
+    assert cost.dtype == twin.dtype == dtype and index.dtype == twin_index.dtype
+    diff = np.abs(cost.astype(np.float64) - twin)
+    rel = (diff / twin)[twin > 1e-3 * energy]
+    if dtype == np.float64:
+        assert diff.max() / energy.min() < 1e-12 and np.max(diff / energy) < 1e-13
+        assert rel.max() < 1e-10, rel.max()
+        np.testing.assert_array_equal(index, twin_index)
+    else:
+        assert np.max(diff / energy) < 1e-5 and rel.max() < 5e-3, (np.max(diff / energy),
+                                                                   rel.max())
+        assert np.mean(index != twin_index) < 1e-3  # ties within float32 rounding only
+    full_twin, none = varpro_cost(signal[:100], te, b0_t, grid, r2s, reduce_r2star=False)
+    full, _ = host_varpro(lib, dtype, signal[:100], te, b0_t, grid, r2s, reduce=False)
+    assert none is None and full.shape == full_twin.shape == (100, grid.size, r2s.size)
+    tol = 1e-13 if dtype == np.float64 else 1e-5
+    assert np.max(np.abs(full.astype(np.float64) - full_twin) / energy[:100, :, None]) < tol
+
+
+@needs_gxx
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize(("b0_t", "n_echoes"), _FW_CASES, ids=_FW_IDS)
+def test_ideal_refine_source_on_host_matches_twin(tmp_path_factory, rng, dtype, b0_t, n_echoes):
+    """The per-thread Gauss-Newton against ideal_refine, with and without the ψ limit.
+
+    Measured here: |Δψ| <= 5e-13 Hz but in 1 of 8000 voxels (2e-7 Hz), |ΔR2*| <= 5e-12 1/s
+    without the ψ limit, <= 2e-6 1/s with it (a clamped ψ leaves R2* decided to the
+    tolerance), residuals to 6e-14 relative, the same convergence flags and iteration counts
+    (float32 input is refined in double, as the twin does).
+    """
+    lib = host_kernels("fatwater_varpro", dtype, tmp_path_factory)
+    signal, te, truth = _fatwater_voxels(rng, b0_t, n_echoes)
+    signal = signal.astype(np.complex64 if dtype == np.float32 else np.complex128)
+    psi0 = truth["field"] + rng.uniform(-8.0, 8.0, truth["field"].size)
+    r0 = np.clip(truth["r2star"] + rng.uniform(-100.0, 100.0, psi0.size), 0.0, None)
+    for shift in (None, 5.0):
+        twin = ideal_refine(signal, te, b0_t, psi0, r0, max_shift_hz=shift)
+        psi, r2s, water, fat, residual, converged, iters = host_ideal(
+            lib, dtype, signal, te, b0_t, psi0, r0, max_shift_hz=shift)
+        # a step accepted on a residual tie at rounding level could flip: allow it in 1 %
+        dpsi, dr = np.abs(psi - twin.field_hz), np.abs(r2s - twin.r2star_per_s)
+        assert np.mean(dpsi > 1e-9) <= 0.01 and dpsi.max() < 0.05, dpsi.max()
+        assert np.mean(dr > 1e-7) <= 0.01 and dr.max() < 1.0, dr.max()
+        assert np.mean(converged != twin.converged) <= 0.01
+        assert abs(int(iters.max()) - twin.n_iter) <= 1
+        np.testing.assert_allclose(residual, twin.residual, rtol=1e-6)
+        close = (dpsi <= 1e-9) & (dr <= 1e-7)
+        np.testing.assert_allclose(residual[close], twin.residual[close], rtol=1e-10)
+        np.testing.assert_allclose(water[close], twin.water[close], rtol=1e-8, atol=1e-9)
+        np.testing.assert_allclose(fat[close], twin.fat[close], rtol=1e-8, atol=1e-9)
+        if shift is not None:
+            assert np.all(np.abs(psi - psi0) <= shift * (1 + 1e-12))
+        assert np.all((r2s >= 0) & (r2s <= 4000.0))
+
+
+@needs_gxx
+def test_fatwater_kernels_on_host_find_the_truth(tmp_path_factory, rng):
+    """Noise-free voxels whose (ψ, R2*) lie on the candidate grids: the kernel's cost vanishes
+    at the truth and nowhere else, and the kernel's refinement from 8 Hz and 60 1/s away
+    returns to the truth."""
+    lib = host_kernels("fatwater_varpro", np.float64, tmp_path_factory)
+    b0_t, n_voxels = 1.5, 300
+    te = _abdomen.default_echo_times(b0_t)
+    grid, _ = field_candidates(te)
+    r2s = r2star_candidates(b0_t)
+    k_true = rng.integers(0, grid.size, n_voxels)
+    m_true = rng.integers(0, 9, n_voxels)  # R2* up to 632 1/s
+    fat_fraction = rng.uniform(0.0, 0.6, n_voxels)
+    signal = gre_signal(100.0 * (1 - fat_fraction), 100.0 * fat_fraction, te, b0_t,
+                        r2star_per_s=r2s[m_true], field_hz=grid[k_true],
+                        phi0_rad=rng.uniform(-np.pi, np.pi, n_voxels))
+    energy = np.sum(np.abs(signal) ** 2, axis=1)
+    cost, index = host_varpro(lib, np.float64, signal, te, b0_t, grid, r2s)
+    rows = np.arange(n_voxels)
+    assert np.all(cost[rows, k_true] < 1e-12 * energy)
+    np.testing.assert_array_equal(index[rows, k_true], m_true)
+    others = cost.copy()
+    others[rows, k_true] = np.inf
+    assert np.all(others.min(axis=1) > 1e-6 * energy)  # the fat-water alias is not a tie
+    np.testing.assert_array_equal(np.argmin(cost, axis=1), k_true)
+    start_field = grid[k_true] + rng.choice([-8.0, 8.0], n_voxels)
+    start_r2s = r2s[m_true] + 60.0
+    psi, r2star, water, fat, residual, converged, _ = host_ideal(
+        lib, np.float64, signal, te, b0_t, start_field, start_r2s)
+    assert np.all(converged)
+    assert np.max(np.abs(psi - grid[k_true])) < 1e-6
+    assert np.max(np.abs(r2star - r2s[m_true])) < 1e-4
+    pdff = np.abs(fat) / (np.abs(water) + np.abs(fat))
+    assert np.max(np.abs(pdff - fat_fraction)) < 1e-8 and np.all(residual < 1e-12 * energy)
+
+
+def test_fatwater_kernel_wrappers_on_numpy_are_the_twins(rng):
+    signal, te, truth = _fatwater_voxels(rng, 1.5, 6, n_voxels=40)
+    grid, _ = field_candidates(te)
+    r2s = r2star_candidates(1.5)
+    cost, index = fatwater_gpu.varpro_cost_kernel(signal, te, 1.5, grid, r2s)
+    twin, twin_index = varpro_cost(signal, te, 1.5, grid, r2s)
+    np.testing.assert_array_equal(cost, twin)
+    np.testing.assert_array_equal(index, twin_index)
+    fit = fatwater_gpu.ideal_refine_kernel(signal, te, 1.5, truth["field"], truth["r2star"])
+    ref = ideal_refine(signal, te, 1.5, truth["field"], truth["r2star"], use_kernel=True)
+    np.testing.assert_array_equal(fit.field_hz, ref.field_hz)  # NumPy input: no kernel
+    assert fit.n_iter == ref.n_iter
+    # what the kernels do not take: the twin in automatic mode, an error when forced
+    assert fatwater_gpu._kernel_supports(32, 16, True)
+    assert not fatwater_gpu._kernel_supports(33, 16, None)
+    with pytest.raises(QSMConfigError, match="at most 32 echoes"):
+        fatwater_gpu._kernel_supports(33, 16, True)
+    with pytest.raises(QSMConfigError, match="R2\\* candidates"):
+        fatwater_gpu._kernel_supports(12, 40000, True)
+    with pytest.raises(QSMInputError, match="echoes"):
+        fatwater_gpu.varpro_cost_kernel(signal[:, :5], te, 1.5, grid, r2s)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_varpro_cost_kernel_parity_with_numpy_twin(rng, dtype):
+    cupy = backend._cupy()
+    signal, te, _ = _fatwater_voxels(rng, 1.5, 12, n_voxels=3000)
+    signal = np.asfortranarray(signal.astype(dtype))  # the wrapper must make it contiguous
+    grid, _ = field_candidates(te)
+    r2s = r2star_candidates(1.5)
+    energy = np.sum(np.abs(signal.astype(np.complex128)) ** 2, axis=1)[:, None]
+    twin, twin_index = varpro_cost(signal, te, 1.5, grid, r2s)
+    cost, index = varpro_cost(cupy.asarray(signal), te, 1.5, grid, r2s)  # dispatches
+    assert cost.dtype == twin.dtype and index.dtype == twin_index.dtype
+    tol = 1e-5 if dtype == np.complex64 else 1e-12
+    assert np.max(np.abs(backend.to_numpy(cost).astype(np.float64) - twin) / energy) < tol
+    assert np.mean(backend.to_numpy(index) != twin_index) < 1e-3
+    full, _ = varpro_cost(cupy.asarray(signal[:200]), te, 1.5, grid, r2s, reduce_r2star=False)
+    full_twin, _ = varpro_cost(signal[:200], te, 1.5, grid, r2s, reduce_r2star=False)
+    assert np.max(np.abs(backend.to_numpy(full) - full_twin) / energy[:200, :, None]) < tol
+    vectorised, _ = varpro_cost(cupy.asarray(signal), te, 1.5, grid, r2s, use_kernel=False)
+    assert np.max(np.abs(backend.to_numpy(vectorised) - twin) / energy) < tol
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_ideal_refine_kernel_parity_with_numpy_twin(rng, dtype):
+    cupy = backend._cupy()
+    signal, te, truth = _fatwater_voxels(rng, 3.0, 12, n_voxels=3000)
+    signal = signal.astype(dtype)
+    psi0 = truth["field"] + rng.uniform(-8.0, 8.0, truth["field"].size)
+    r0 = np.clip(truth["r2star"] + rng.uniform(-100.0, 100.0, psi0.size), 0.0, None)
+    twin = ideal_refine(signal, te, 3.0, psi0, r0, max_shift_hz=5.0)
+    fit = ideal_refine(cupy.asarray(signal), te, 3.0, cupy.asarray(psi0), cupy.asarray(r0),
+                       max_shift_hz=5.0)
+    dpsi = np.abs(backend.to_numpy(fit.field_hz) - twin.field_hz)
+    dr = np.abs(backend.to_numpy(fit.r2star_per_s) - twin.r2star_per_s)
+    assert np.mean(dpsi > 1e-8) <= 0.01 and dpsi.max() < 0.05
+    assert np.mean(dr > 1e-6) <= 0.01 and dr.max() < 1.0
+    assert np.mean(backend.to_numpy(fit.converged) != twin.converged) <= 0.01
+    assert abs(fit.n_iter - twin.n_iter) <= 1
+    np.testing.assert_allclose(backend.to_numpy(fit.residual), twin.residual, rtol=1e-6,
+                               atol=1e-6)
+    assert fit.water.dtype == np.complex128 and fit.converged.dtype == bool

@@ -81,6 +81,7 @@ def ideal_refine(
     tol_hz: float = 1e-4,
     r2star_max_per_s: float = 4000.0,
     max_shift_hz: float | None = None,
+    use_kernel: bool | None = None,
 ) -> IdealFit:
     """Refine (ψ, R2*) per voxel by damped Gauss-Newton with water and fat projected out.
 
@@ -106,6 +107,9 @@ def ideal_refine(
         Upper bound of R2*, 1/s (the lower bound is 0).
     max_shift_hz : float, optional
         Largest allowed distance of ψ from its starting value, Hz (default: no limit).
+    use_kernel : bool or None
+        None (default): the CUDA kernel of :mod:`qsmliver.fatwater._gpu` for CuPy input, this
+        vectorised code for NumPy input; False: always this code.
 
     Returns
     -------
@@ -128,6 +132,13 @@ def ideal_refine(
     (30.0, 200.0)
     """
     xp = backend.get_array_module(signal)
+    if use_kernel is not False and xp is not np:
+        from qsmliver.fatwater._gpu import ideal_refine_kernel
+
+        return ideal_refine_kernel(signal, te_s, b0_t, field_hz, r2star_per_s, spectrum=spectrum,
+                                   max_iter=max_iter, tol_hz=tol_hz,
+                                   r2star_max_per_s=r2star_max_per_s, max_shift_hz=max_shift_hz,
+                                   use_kernel=use_kernel)
     s = xp.asarray(signal).astype(xp.complex128, copy=False)
     te = np.asarray(te_s, dtype=np.float64).reshape(-1)
     if s.ndim != 2 or s.shape[1] != te.size:

@@ -201,6 +201,7 @@ def varpro_cost(
     spectrum: str | FatSpectrum = "ismrm",
     reduce_r2star: bool = True,
     chunk_voxels: int | None = None,
+    use_kernel: bool | None = None,
 ) -> tuple[Array, Array]:
     """VARPRO residual of every voxel for every candidate (ψ, R2*).
 
@@ -230,6 +231,9 @@ def varpro_cost(
     chunk_voxels : int, optional
         Voxels per chunk; default such that a chunk's product holds about 4 million complex
         values.
+    use_kernel : bool or None
+        None (default): the CUDA kernel of :mod:`qsmliver.fatwater._gpu` for CuPy input, this
+        vectorised code for NumPy input; False: always this code.
 
     Returns
     -------
@@ -252,6 +256,12 @@ def varpro_cost(
     >>> int(np.argmin(cost[0]))
     1
     """
+    if use_kernel is not False and backend.get_array_module(signal) is not np:
+        from qsmliver.fatwater._gpu import varpro_cost_kernel
+
+        return varpro_cost_kernel(signal, te_s, b0_t, field_hz, r2star_per_s, spectrum=spectrum,
+                                  reduce_r2star=reduce_r2star, chunk_voxels=chunk_voxels,
+                                  use_kernel=use_kernel)
     xp, s, te = _check_signal(signal, te_s)
     single = s.dtype == np.complex64
     cdtype = np.complex64 if single else np.complex128
