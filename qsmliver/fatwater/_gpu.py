@@ -106,22 +106,10 @@ def varpro_cost_kernel(
 
     Parameters
     ----------
-    signal : (V, E) complex ndarray
-        Echoes of V voxels (NumPy or CuPy), E <= :data:`MAX_KERNEL_ECHOES` on the kernel.
-        complex64 input is processed in single precision, anything else in double.
-    te_s : (E,) array_like
-        Echo times, s.
-    b0_t : float
-        Field strength, tesla (scales the fat frequencies).
-    field_hz : (K,) array_like
-        Candidate field values ψ, Hz.
-    r2star_per_s : (M,) array_like
-        Candidate R2* values, 1/s.
-    spectrum : str or FatSpectrum
-        Fat model (:func:`~qsmliver.fatwater.spectra.get_fat_spectrum`).
-    reduce_r2star : bool
-        True: minimise over R2* and return ``(V, K)`` costs with the index of the minimising
-        R2* candidate; False: the ``(V, K, M)`` costs and None.
+    signal, te_s, b0_t, field_hz, r2star_per_s, spectrum, reduce_r2star
+        As :func:`~qsmliver.fatwater.varpro.varpro_cost`; at most :data:`MAX_KERNEL_ECHOES`
+        echoes on the kernel; complex64 input is processed in single precision, anything else
+        in double.
     chunk_voxels : int, optional
         Voxels per chunk of the vectorised twin; the kernel needs no temporaries and ignores it.
     use_kernel : bool or None
@@ -212,26 +200,10 @@ def ideal_refine_kernel(
 
     Parameters
     ----------
-    signal : (V, E) complex ndarray
-        Echoes (NumPy or CuPy), E <= :data:`MAX_KERNEL_ECHOES` on the kernel.
-    te_s : (E,) array_like
-        Echo times, s.
-    b0_t : float
-        Field strength, tesla.
-    field_hz : (V,) ndarray
-        Starting field map, Hz.
-    r2star_per_s : (V,) ndarray
-        Starting R2*, 1/s.
-    spectrum : str or FatSpectrum
-        Fat model.
-    max_iter : int
-        Maximum Gauss-Newton iterations.
-    tol_hz : float
-        Convergence tolerance on the update of ψ (Hz) and of R2*/2π (1/s).
-    r2star_max_per_s : float
-        Upper bound of R2*, 1/s (the lower bound is 0).
-    max_shift_hz : float, optional
-        Largest allowed distance of ψ from its starting value, Hz (default: no limit).
+    signal, te_s, b0_t, field_hz, r2star_per_s, spectrum, max_iter, tol_hz, r2star_max_per_s, \
+max_shift_hz
+        As :func:`~qsmliver.fatwater.ideal.ideal_refine`; at most :data:`MAX_KERNEL_ECHOES`
+        echoes on the kernel.
     use_kernel : bool or None
         None (default): the kernel for CuPy input when it takes the problem, else the
         vectorised :func:`~qsmliver.fatwater.ideal.ideal_refine` (always for NumPy input).
