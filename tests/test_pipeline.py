@@ -108,3 +108,29 @@ def test_recon_refuses_what_it_cannot_do(phantom):
     with pytest.raises(QSMConfigError, match="unknown"):
         recon(phantom.gre, "brain", mask=phantom.masks["brain"],
               inversion={"method": "magic"})
+
+
+def test_chain_falls_back_to_the_cpu_when_the_gpu_cannot_hold_it(monkeypatch):
+    import warnings
+
+    from qsmliver import backend, pipeline
+
+    gre = brain_phantom(shape=(24, 24, 20), voxel_size_mm=(4.0, 4.0, 4.0), snr=50, seed=1).gre
+    asked = {}
+
+    def too_small(nbytes, *, device=None, what="", **_):
+        asked.update(nbytes=nbytes, device=str(device), what=what)
+        warnings.warn(f"{what} needs {nbytes} bytes", backend.QSMDeviceMemoryWarning,
+                      stacklevel=2)
+        return False
+
+    monkeypatch.setattr(backend, "resolve_device",
+                        lambda d: backend.Device("cuda") if d == "cuda" else backend.Device("cpu"))
+    monkeypatch.setattr(backend, "fits_on_device", too_small)
+    config = pipeline.ReconConfig.from_mapping({"anatomy": "brain", "device": "cuda"}).resolved()
+    with pytest.warns(backend.QSMDeviceMemoryWarning, match="brain chain"):
+        chosen = pipeline._device_that_holds(gre, config)
+    assert chosen.values["device"] == "cpu" and asked["device"] == "cuda:0"
+    assert asked["nbytes"] == int(pipeline.CHAIN_MEMORY_FACTOR * 24 * 24 * 20 * 6 * 8)
+    cpu_config = config.updated({"device": "cpu"})
+    assert pipeline._device_that_holds(gre, cpu_config) is cpu_config
