@@ -394,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "none"),
                        help="χ reference (auto: brain mean, liver subcutaneous fat)")
     recon.add_argument("--reference-roi", metavar="NIFTI",
-                       help="χ reference region for --reference roi|muscle (e.g. paraspinal "
-                            "muscle)")
+                       help="χ reference region for --reference roi (required) or muscle "
+                            "(optional; default: automatic paraspinal muscle)")
     recon.add_argument("--r2star-method", metavar="METHOD")
     recon.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                        help="any configuration value, e.g. inversion.lam=0.001 (repeatable)")

@@ -10,7 +10,9 @@ the brain in three ways (DESIGN section 5):
   the default inversion is the preconditioned total field inversion (TFI, Liu et al. MRM
   2018;79:2795), which models background and local sources together; the two-step
   alternative (PDF, then any local-field inversion) is kept for comparison;
-- χ is referenced to subcutaneous adipose tissue (SAT) or paraspinal muscle, with an assumed
+- χ is referenced to subcutaneous adipose tissue (SAT) or paraspinal muscle (both found
+  automatically, :func:`qsmliver.mask.subcutaneous_fat_mask` and
+  :func:`qsmliver.mask.paraspinal_muscle_mask`, or a user region), with an assumed
   χ of the reference tissue (``reference.value_ppm``, default 0: χ relative to SAT), recorded
   in the sidecar.
 
@@ -38,6 +40,10 @@ from qsmliver.pipeline import (
     user_mask_on_device,
     user_reference_roi,
 )
+
+#: χ reference method -> the tissue of its region (the sidecar's ChiReferenceRegion).
+_REGION_NAMES = {"sat": "subcutaneous adipose tissue", "muscle": "paraspinal muscle",
+                 "roi": "user region"}
 
 __all__ = ["MIN_QSM_EXTENT_MM", "MIN_QSM_SLICES", "QSMCoverageWarning", "recon_liver"]
 
@@ -95,8 +101,8 @@ def recon_liver(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any = None,
     mask : (X, Y, Z) bool array, optional
         User tissue mask; default: :func:`qsmliver.mask.body_mask` of the water and fat.
     reference_roi : (X, Y, Z) bool array, optional
-        χ reference region for the references "roi" and "muscle" (e.g. a paraspinal muscle
-        ROI drawn by the user; there is no automatic muscle segmentation).
+        χ reference region for the references "roi" (required) and "muscle" (optional: without
+        it the muscle is found by :func:`qsmliver.mask.paraspinal_muscle_mask`).
 
     Returns
     -------
@@ -108,7 +114,7 @@ def recon_liver(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any = None,
     """
     from qsmliver.fatwater import separate_fat_water
     from qsmliver.inversion import invert_dipole
-    from qsmliver.mask import body_mask, subcutaneous_fat_mask
+    from qsmliver.mask import body_mask, paraspinal_muscle_mask, subcutaneous_fat_mask
     from qsmliver.reference import reference_chi
 
     v = cfg.values
@@ -204,14 +210,22 @@ def recon_liver(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any = None,
         if reference_method == "csf":
             raise QSMConfigError("χ reference 'csf' is for the brain; the liver takes sat, "
                                  "muscle, mean, roi or none")
-        roi = (subcutaneous_fat_mask(fw.pdff_percent, local_mask, voxel)
-               if reference_method == "sat" else
-               user_reference_roi(reference_method, reference_roi, gre.shape, target))
+        region_source = "user" if reference_roi is not None else "automatic"
+        if reference_method == "sat":
+            roi = subcutaneous_fat_mask(fw.pdff_percent, local_mask, voxel)
+        elif reference_method == "muscle" and reference_roi is None:
+            roi = paraspinal_muscle_mask(fw.pdff_percent, water_magnitude, tissue, affine)
+        else:
+            roi = user_reference_roi(reference_method, reference_roi, gre.shape, target)
         options = {}
         if reference_method in ("sat", "muscle"):
             options["roi_value_ppm"] = float(v["reference"].get("value_ppm", 0.0))
         chi, reference_info = reference_chi(inversion.chi_ppm, local_mask, reference_method,
                                             roi=roi, **options)
+        if reference_method in _REGION_NAMES:
+            reference_info["ChiReferenceRegion"] = (
+                f"{_REGION_NAMES[reference_method]}, "
+                f"{'automatic' if reference_method == 'sat' else region_source}")
     maps["Chimap"] = QuantitativeMap(to_host(chi), "Chimap", "ppm", affine,
                                      method=inversion.method,
                                      parameters={**inversion.parameters, **reference_info})

@@ -92,3 +92,21 @@ def test_mask_bad_input(abdomen):
         subcutaneous_fat_mask(np.zeros_like(pdff), body, voxel)
     with pytest.raises(QSMConfigError, match="min_pdff_percent"):
         subcutaneous_fat_mask(pdff, body, voxel, min_pdff_percent=120)
+
+
+def test_body_mask_survives_coil_shading_and_an_outlier_voxel():
+    """A body whose signal falls to a fifth from front to back (receive-coil shading), in
+    Rician-like noise, with one fitted voxel 1000x too bright: the whole body is kept
+    (Otsu of the linear signal cut the back off, or kept only the outlier)."""
+    rng = np.random.default_rng(0)
+    shape = (64, 64, 4)
+    x, y = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    body = ((x - 32) / 26.0) ** 2 + ((y - 32) / 20.0) ** 2 <= 1.0
+    shading = np.interp(x, [6, 58], [1.0, 0.2])  # anterior (low x) bright
+    water = np.repeat((100.0 * shading * body)[..., None], 4, axis=2)
+    water = np.abs(water + rng.normal(0, 1.0, shape) + 1j * rng.normal(0, 1.0, shape))
+    water[3, 3, 0] = 1e5
+    mask = body_mask(water, np.zeros(shape), (2.0, 2.0, 4.0))
+    truth = np.repeat(body[..., None], 4, axis=2)
+    assert (mask & truth).sum() / truth.sum() > 0.98
+    assert (mask & ~truth).sum() < 0.01 * truth.sum()
