@@ -99,6 +99,8 @@ def test_paraspinal_mask_errors(separated):
     with pytest.raises(QSMConfigError, match="max_pdff_percent"):
         paraspinal_muscle_mask(fw.pdff_percent, water, body, ph.gre.affine,
                                max_pdff_percent=120)
+    with pytest.raises(QSMConfigError, match="erode_mm"):
+        paraspinal_muscle_mask(fw.pdff_percent, water, body, ph.gre.affine, erode_mm=-1.0)
     # an all-fat body has no muscle
     with pytest.raises(QSMInputError, match="no paraspinal muscle"):
         paraspinal_muscle_mask(np.full(body.shape, 95.0), water, body, ph.gre.affine)

@@ -44,13 +44,16 @@ def _voxel(voxel_size_mm: ArrayLike) -> np.ndarray:
     return voxel
 
 
-def _non_negative(name: str, value: Any) -> float:
+def non_negative(name: str, value: Any, maximum: float = math.inf) -> float:
+    """A finite setting in ``[0, maximum]``, or :class:`QSMConfigError` naming it."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise QSMConfigError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(number) or number < 0:
         raise QSMConfigError(f"{name} must be finite and >= 0, got {value!r}")
+    if number > maximum:
+        raise QSMConfigError(f"{name} must be at most {maximum:g}, got {value!r}")
     return number
 
 
@@ -120,16 +123,16 @@ def body_mask(water_magnitude: Array, fat_magnitude: Array, voxel_size_mm: Array
     water = _volume("water_magnitude", xp.asarray(water_magnitude))
     fat = _volume("fat_magnitude", xp.asarray(fat_magnitude), tuple(water.shape))
     voxel = _voxel(voxel_size_mm)
-    threshold_scale = _non_negative("threshold_scale", threshold_scale)
-    opening_mm = _non_negative("opening_mm", opening_mm)
-    fill_holes_ml = _non_negative("fill_holes_ml", fill_holes_ml)
+    threshold_scale = non_negative("threshold_scale", threshold_scale)
+    opening_mm = non_negative("opening_mm", opening_mm)
+    fill_holes_ml = non_negative("fill_holes_ml", fill_holes_ml)
     signal = (xp.abs(water) + xp.abs(fat)).astype(np.float32)
     if not bool(xp.isfinite(signal).all()):
         raise QSMInputError("water/fat magnitudes have non-finite values", field="magnitude")
     if threshold is None:
         threshold = threshold_scale * _log_otsu_threshold(signal)
     else:
-        threshold = _non_negative("threshold", threshold)
+        threshold = non_negative("threshold", threshold)
     mask = signal > threshold
     if opening_mm > 0:
         mask = dilate(erode(mask, opening_mm, voxel), opening_mm, voxel) & mask
@@ -250,11 +253,9 @@ def subcutaneous_fat_mask(pdff_percent: Array, body: Array, voxel_size_mm: Array
     pdff = _volume("pdff_percent", xp.asarray(pdff_percent))
     body = _volume("body", xp.asarray(body), tuple(pdff.shape)).astype(bool)
     voxel = _voxel(voxel_size_mm)
-    min_pdff = _non_negative("min_pdff_percent", min_pdff_percent)
-    if min_pdff > 100:
-        raise QSMConfigError(f"min_pdff_percent must be within 0-100, got {min_pdff_percent}")
-    depth_mm = _non_negative("depth_mm", depth_mm)
-    erode_mm = float(voxel.min()) if erode_mm is None else _non_negative("erode_mm", erode_mm)
+    min_pdff = non_negative("min_pdff_percent", min_pdff_percent, 100.0)
+    depth_mm = non_negative("depth_mm", depth_mm)
+    erode_mm = float(voxel.min()) if erode_mm is None else non_negative("erode_mm", erode_mm)
     if not bool(body.any()):
         raise QSMInputError("the body mask is empty", field="body")
     depth = body_surface_depth_mm(body, voxel)

@@ -32,7 +32,6 @@ midline and within about 8 cm of the posterior skin at the level of the liver, i
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,8 @@ from numpy.typing import ArrayLike
 
 from qsmliver.backend import get_array_module, ndimage
 from qsmliver.errors import QSMConfigError, QSMInputError
-from qsmliver.geometry import direction_cosines
+from qsmliver.geometry import direction_cosines, voxel_size_from_affine
+from qsmliver.mask.body import non_negative
 from qsmliver.mask.morphology import ball, fill_holes
 
 __all__ = ["anatomical_axes", "paraspinal_muscle_mask"]
@@ -85,16 +85,6 @@ def anatomical_axes(affine: ArrayLike) -> dict[str, tuple[int, int]]:
         raise QSMInputError(f"cannot tell the anatomical axes from the affine {affine!r}",
                             field="affine")
     return axes
-
-
-def _fraction(name: str, value: Any, low: float = 0.0, high: float = 1.0) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise QSMConfigError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or not low <= number <= high:
-        raise QSMConfigError(f"{name} must be within [{low:g}, {high:g}], got {value!r}")
-    return number
 
 
 def _to_canonical(image: Array, axes: dict[str, tuple[int, int]]) -> Array:
@@ -206,19 +196,19 @@ def paraspinal_muscle_mask(
         if tuple(image.shape) != tuple(pdff.shape):
             raise QSMInputError(f"{name} shape {tuple(image.shape)} does not match the PDFF "
                                 f"map {tuple(pdff.shape)}", field=name)
-    max_pdff = _fraction("max_pdff_percent", max_pdff_percent, 0.0, 100.0)
-    thickness_mm = _fraction("thickness_mm", thickness_mm, 0.0, 1e3)
-    posterior_fraction = _fraction("posterior_fraction", posterior_fraction)
-    medial_fraction = _fraction("medial_fraction", medial_fraction, 0.0, 0.5)
-    lateral_fraction = _fraction("lateral_fraction", lateral_fraction, 0.0, 0.5)
+    max_pdff = non_negative("max_pdff_percent", max_pdff_percent, 100.0)
+    thickness_mm = non_negative("thickness_mm", thickness_mm, 1e3)
+    posterior_fraction = non_negative("posterior_fraction", posterior_fraction, 1.0)
+    medial_fraction = non_negative("medial_fraction", medial_fraction, 0.5)
+    lateral_fraction = non_negative("lateral_fraction", lateral_fraction, 0.5)
     if lateral_fraction <= medial_fraction:
         raise QSMConfigError("lateral_fraction must exceed medial_fraction")
-    min_water = _fraction("min_water_fraction", min_water_fraction, 0.0, 10.0)
+    min_water = non_negative("min_water_fraction", min_water_fraction, 10.0)
     axes = anatomical_axes(affine)
-    voxel_all = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
-    voxel = voxel_all[[axes[name][0] for name in ("right", "anterior", "superior")]]
-    erode_mm = float(max(voxel[0], voxel[1])) if erode_mm is None else _fraction(
-        "erode_mm", erode_mm, 0.0, 1e3)
+    voxel = voxel_size_from_affine(affine)[[axes[name][0]
+                                            for name in ("right", "anterior", "superior")]]
+    erode_mm = float(max(voxel[0], voxel[1])) if erode_mm is None else non_negative(
+        "erode_mm", erode_mm, 1e3)
     if not bool(body.any()):
         raise QSMInputError("the body mask is empty", field="body")
 
