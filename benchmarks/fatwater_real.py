@@ -5,7 +5,10 @@ For review, not a test (``tests/test_fatwater_real.py`` asserts the numbers). Fo
 pdff_marcsous slices (corrected with :func:`qsmliver.fatwater.correct_bipolar_phase` along the
 readout axes the tests use), it writes ``benchmarks/results/fatwater-real/<name>.png`` with
 the first-echo magnitude, water, fat, PDFF (0-100 %), R2* (0-300 1/s) and field (Hz) maps, the
-test's ROI boxes drawn on the PDFF map, and one JSON with the ROI medians and run times.
+test's ROI boxes drawn on the PDFF map, and one JSON with the ROI medians and run times. On
+the two abdominal slices (case 12, the bipolar liver slice) it also draws the automatic
+paraspinal-muscle reference region (:func:`qsmliver.mask.paraspinal_muscle_mask`, on the body
+mask) in white and records its size and median PDFF.
 
     python benchmarks/fatwater_real.py [--data ../shared/data] [--output DIR]
 
@@ -33,10 +36,12 @@ BIPOLAR_CASES = {
                                    "low fat": (slice(80, 100), slice(84, 104)),
                                    "fat": (slice(28, 44), slice(60, 76))}, 5.0),
 }
+#: Axial abdominal slices, where the paraspinal muscle reference region is drawn.
+ABDOMINAL = ("ismrm2012-case12", "liver_12echo_bipolar")
 
 
 def _montage(path: Path, title: str, signal: np.ndarray, result: Any, z: int,
-             boxes: dict[str, tuple[slice, slice]]) -> None:
+             boxes: dict[str, tuple[slice, slice]], region: np.ndarray | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,6 +68,8 @@ def _montage(path: Path, title: str, signal: np.ndarray, result: Any, z: int,
     for rows, cols in boxes.values():
         axes[3].add_patch(Rectangle((cols.start - 0.5, rows.start - 0.5), cols.stop - cols.start,
                                     rows.stop - rows.start, fill=False, edgecolor="red"))
+    if region is not None and region[:, :, z].any():
+        axes[3].contour(region[:, :, z], [0.5], colors="white", linewidths=0.6)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=60)
@@ -72,9 +79,11 @@ def _montage(path: Path, title: str, signal: np.ndarray, result: Any, z: int,
 def run(data: Path, output: Path) -> dict[str, Any]:
     """Separate every available case; write the PNGs; return the JSON record."""
     from test_fatwater_real import CHALLENGE_ROIS
+    from test_mask_paraspinal import _display_affine
 
     from qsmliver.fatwater import correct_bipolar_phase, separate_fat_water
     from qsmliver.io.fatwater_mat import read_fatwater_mat
+    from qsmliver.mask import body_mask, paraspinal_muscle_mask
 
     output.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {}
@@ -103,14 +112,23 @@ def run(data: Path, output: Path) -> dict[str, Any]:
                                     voxel_size_mm=voxel)
         seconds = time.perf_counter() - start
         z = signal.shape[2] // 2
+        region = muscle = None
+        if name in ABDOMINAL:
+            body = body_mask(np.abs(result.water), np.abs(result.fat), voxel)
+            region = paraspinal_muscle_mask(result.pdff_percent, np.abs(result.water), body,
+                                            _display_affine(voxel))
+            muscle = {"body_voxels": int(body.sum()), "voxels": int(region.sum()),
+                      "pdff_percent_median": float(np.median(result.pdff_percent[region])),
+                      "r2star_per_s_median": float(np.median(result.r2star_per_s[region]))}
         _montage(output / f"{name}.png", f"{name}: {case.b0_t:.2f} T, {case.te_s.size} echoes",
-                 signal, result, z, boxes)
+                 signal, result, z, boxes, region)
         rois = {roi: {"pdff_percent_median": float(np.median(result.pdff_percent[box])),
                       "r2star_per_s_median": float(np.median(result.r2star_per_s[box]))}
                 for roi, box in boxes.items()}
         record[name] = {"shape": list(signal.shape), "b0_t": case.b0_t,
                         "te_s": case.te_s.tolist(), "seconds": seconds, "rois": rois,
-                        "bipolar_correction": info or None}
+                        "bipolar_correction": info or None,
+                        "automatic_paraspinal_muscle": muscle}
         print(f"{name}: {seconds:.1f} s, " + ", ".join(
             f"{roi} {v['pdff_percent_median']:.1f} %" for roi, v in rois.items()))
     return record
