@@ -69,7 +69,7 @@ from qsmliver.errors import QSMConfigError
 from qsmliver.fatwater.spectra import FatSpectrum
 from qsmliver.geometry import centred_affine
 from qsmliver.simulate import iron
-from qsmliver.simulate.forward import susceptibility_field_ppm
+from qsmliver.simulate.forward import shim_coordinates, susceptibility_field_ppm
 from qsmliver.simulate.phantom import Phantom
 from qsmliver.simulate.signal import add_complex_noise, gre_signal
 
@@ -149,10 +149,13 @@ LIVER_REGIONS = ("right_lobe", "left_lobe")
 #: Default field of view, mm (x right-left, y antero-posterior, z head-foot).
 DEFAULT_FOV_MM = (384.0, 312.0, 192.0)
 
-#: Shim residual (ppm) as coefficients of a low-order polynomial in the normalised coordinates
-#: u, v, w in [−1, 1] across the field of view (x, y, z): terms "1", "x", "y", "z", "x2-y2",
-#: "xy", "z2" for 1, u, v, w, u² − v², u·v, w² − (u² + v²)/2. The defaults (a few hundredths of
-#: a ppm, i.e. a few Hz at 1.5 T) are an assumption of a typical residual after shimming.
+#: Shim residual (ppm) as coefficients of solid spherical harmonics of order <= 2 in the
+#: coordinates u, v, w = x, y, z (mm, from the centre of the field of view) divided by the largest
+#: half field of view (so u is in [−1, 1] along the longest axis): terms "1", "x", "y", "z",
+#: "x2-y2", "xy", "z2" for 1, u, v, w, u² − v², u·v, w² − (u² + v²)/2. One length for all axes
+#: keeps every term harmonic (a shim field obeys Laplace's equation) whatever the field of view's
+#: aspect ratio. The defaults (a few hundredths of a ppm, i.e. a few Hz at 1.5 T) are an
+#: assumption of a typical residual after shimming.
 DEFAULT_SHIM_PPM: dict[str, float] = {
     "1": 0.0, "x": 0.05, "y": -0.03, "z": 0.04, "x2-y2": 0.03, "xy": 0.01, "z2": -0.02,
 }
@@ -470,7 +473,7 @@ def abdomen_phantom(
     chi_local = np.where(tissue, chi, 0.0)
     chi_background = np.where(tissue, -CHI_AIR_PPM, chi - CHI_AIR_PPM)
     local = _field_extended_z(chi_local, voxel, b0, ext)
-    shim_map = _poly(shim, u, v, w, "shim_ppm")
+    shim_map = _poly(shim, *shim_coordinates(shape, voxel), "shim_ppm")
     background = _field_extended_z(chi_background, voxel, b0, ext) + shim_map
     total = local + background
     field_hz = total * GYROMAGNETIC_RATIO_HZ_PER_T * b0_t * 1e-6

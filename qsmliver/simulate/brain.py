@@ -66,7 +66,7 @@ from numpy.typing import ArrayLike
 from qsmliver.data import GYROMAGNETIC_RATIO_HZ_PER_T, MultiEchoGRE
 from qsmliver.errors import QSMConfigError
 from qsmliver.geometry import centred_affine
-from qsmliver.simulate.forward import susceptibility_field_ppm
+from qsmliver.simulate.forward import shim_coordinates, susceptibility_field_ppm
 from qsmliver.simulate.phantom import Phantom
 from qsmliver.simulate.signal import add_complex_noise, gre_signal
 
@@ -271,10 +271,14 @@ def _smooth_field(shape, rng: np.random.Generator, n_waves: int = 8) -> np.ndarr
     return field / max(float(np.abs(field).max()), 1e-12)
 
 
-def _shim_polynomial(shape, rng: np.random.Generator, head: np.ndarray) -> np.ndarray:
-    """First- and second-order spherical-harmonic-like terms, max |value| over the head = 1."""
-    u = [(np.arange(n) + 0.5) / n - 0.5 for n in shape]
-    x, y, z = (a.reshape([-1 if i == j else 1 for j in range(3)]) * 2 for i, a in enumerate(u))
+def _shim_polynomial(shape, voxel: np.ndarray, rng: np.random.Generator,
+                     head: np.ndarray) -> np.ndarray:
+    """First- and second-order solid spherical harmonics, max |value| over the head = 1.
+
+    The terms are in :func:`~qsmliver.simulate.forward.shim_coordinates` (one length for all
+    axes), so each is harmonic whatever the field of view's aspect ratio.
+    """
+    x, y, z = shim_coordinates(shape, voxel)
     terms = [x, y, z, x * y, x * z, y * z, x * x - y * y, 2 * z * z - x * x - y * y]
     coefs = rng.uniform(-1.0, 1.0, len(terms))
     field = np.zeros(tuple(shape))
@@ -442,7 +446,7 @@ def brain_phantom(
                                      kernel="cuboid")
     external = susceptibility_field_ppm(source_total - source_local, voxel, b0, kernel="cuboid",
                                         pad_factor=pad_factor)
-    shim = shim_ppm * _shim_polynomial(shape, rng_shim, head)
+    shim = shim_ppm * _shim_polynomial(shape, voxel, rng_shim, head)
     background = external + shim
     total = local + background
     field_hz = total * (GYROMAGNETIC_RATIO_HZ_PER_T * b0_t * 1e-6)

@@ -26,7 +26,12 @@ from numpy.typing import ArrayLike
 from qsmliver import backend
 from qsmliver.inversion.dipole import dipole_kernel
 
-__all__ = ["box_demagnetising_tensor", "cuboid_dipole_kernel", "susceptibility_field_ppm"]
+__all__ = [
+    "box_demagnetising_tensor",
+    "cuboid_dipole_kernel",
+    "shim_coordinates",
+    "susceptibility_field_ppm",
+]
 
 
 def susceptibility_field_ppm(
@@ -94,6 +99,40 @@ def susceptibility_field_ppm(
     spectrum = fft.fftn(chi.astype(real_dtype, copy=False), s=padded_shape)
     field = fft.ifftn(spectrum * transfer).real
     return field[: chi.shape[0], : chi.shape[1], : chi.shape[2]].astype(real_dtype, copy=False)
+
+
+def shim_coordinates(shape: tuple[int, int, int],
+                     voxel_size_mm: ArrayLike) -> list[np.ndarray]:
+    """Coordinates for shim-residual polynomials: x, y, z over one common length.
+
+    A shim field obeys Laplace's equation, so its polynomial terms (``x² − y²``,
+    ``2z² − x² − y²``, ...) are harmonic only in coordinates that share one length scale.
+    Dividing each axis by its own field of view would make them non-harmonic for a non-cubic
+    field of view, a background that no harmonic background-removal method can remove.
+
+    Parameters
+    ----------
+    shape : (3,) ints
+        Matrix size.
+    voxel_size_mm : (3,) array_like
+        Voxel size, mm.
+
+    Returns
+    -------
+    list of three ndarrays
+        Open-grid (broadcastable) positions of the voxel centres, mm from the centre of the
+        field of view, divided by the largest half field of view (so within [−1, 1]).
+
+    Examples
+    --------
+    >>> x, y, z = shim_coordinates((4, 2, 2), (1.0, 1.0, 1.0))
+    >>> x.ravel().tolist(), y.ravel().tolist()
+    ([-0.75, -0.25, 0.25, 0.75], [-0.25, 0.25])
+    """
+    voxel = np.broadcast_to(np.asarray(voxel_size_mm, dtype=np.float64), (3,))
+    scale = float(np.max(np.asarray(shape) * voxel)) / 2.0
+    return [((np.arange(n) - (n - 1) / 2.0) * float(voxel[axis]) / scale).reshape(
+        [-1 if axis == j else 1 for j in range(3)]) for axis, n in enumerate(shape)]
 
 
 def box_demagnetising_tensor(offset_mm: np.ndarray, box_mm: ArrayLike) -> np.ndarray:
