@@ -3,16 +3,24 @@
 Accuracy on the head phantom. The truth local field is the phantom's ``local_field_ppm`` (the
 field of every source inside the brain mask). The background is built here from closed-form
 fields (air spheres below and beside the brain, ``sphere_field_ppm``) plus a harmonic
-polynomial shim, so it is exactly harmonic inside the mask. It is *not* the phantom's own
-background: that one is the FFT dipole field of a voxelised head whose sharp edges (skull next
-to the brain) leave sinc tails with a non-zero Laplacian inside the mask, up to ~0.1 ppm/mm²
-in the first voxel layer and comparable to the local field's Laplacian 3-5 voxels deep; no
-harmonic background-removal method can remove that part (measured NRMSE with the phantom's own
-total field: PDF 0.68, V-SHARP 1.5, LBV 1.8). Grey and white matter susceptibility are set to 0
-so that the local sources are compact (deep grey matter, vein, calcification): the field of the
-whole-brain GM/WM pattern has a large harmonic component inside the mask (about 35 % of the
-local field) that no method can tell from background. NRMSE = ||est − truth|| / ||truth|| over
-the method's returned mask, without demeaning.
+polynomial shim, so it is exactly harmonic inside the mask. Grey and white matter
+susceptibility are set to 0 so that the local sources are compact (deep grey matter, vein,
+calcification). NRMSE = ||est − truth|| / ||truth|| over the method's returned mask, without
+demeaning.
+
+Why not the phantom's own background and GM/WM pattern (issue 4's wording; measured at
+64×64×48, 3 mm, truth mask, demeaned NRMSE):
+
+- With GM/WM susceptibility, even a fully converged PDF (tol 1e-5) loses 48 % of the *truth
+  local field alone*: that much of the field of the whole-brain GM/WM pattern is reproduced by
+  dipoles outside the mask, so no dipole- or harmonicity-based method can attribute it to the
+  inside. With GM/WM set to 0 the same loss is 16 %.
+- The phantom's own background (skull of −2.1 ppm and sinus air touching the mask, air around
+  the scalp, shim) is removed by a converged PDF (see
+  :func:`test_pdf_removes_the_phantoms_own_background`), but not by the Laplacian-based methods:
+  the cuboid-kernel field of bone one voxel outside the mask is harmonic in the continuum but not
+  for the 7-point Laplacian or the discrete SMV, so V-SHARP (0.70) and LBV (1.36) leak it; with
+  the skull's χ and the sinus removed they reach 0.05 and 0.07.
 """
 
 from __future__ import annotations
@@ -96,6 +104,22 @@ def test_phantom_oblique_b0(head_oblique, method):
     total, truth, brain, voxel, b0 = head_oblique
     result = remove_background(total, brain, voxel, b0, method)
     assert _nrmse(result.local_field_ppm, truth, result.mask) < 0.25
+
+
+def test_pdf_removes_the_phantoms_own_background():
+    """PDF's default stopping rule converges far enough for a realistic dynamic range: the
+    phantom's own background (skull, sinus, air, shim: 0.5-0.8 ppm in the mask) against a local
+    field of ~7 ppb RMS. Measured: 0.24 with the defaults (tol 1e-4, ~120 iterations); the former
+    tol 1e-3 stopped after 14 iterations at 0.75; tol 1e-5 gives 0.17."""
+    ph = brain_phantom(shape=(64, 64, 48), voxel_size_mm=(3.0, 3.0, 3.0), snr=None,
+                       chi_ppm={"grey_matter": 0.0, "white_matter": 0.0}, texture_ppm=0.0)
+    brain, truth = ph.masks["brain"], ph.truth["local_field_ppm"]
+    result = remove_background(ph.truth["total_field_ppm"], brain, (3.0, 3.0, 3.0), method="pdf")
+    local = result.local_field_ppm
+    error = (local - local[brain].mean()) - (truth - truth[brain].mean())
+    centred = truth[brain] - truth[brain].mean()
+    assert np.linalg.norm(error[brain]) / np.linalg.norm(centred) < 0.30
+    assert result.parameters["converged"]
 
 
 # -- analytic: harmonic fields are removed, inside sources are kept ---------------------------

@@ -25,7 +25,7 @@ METHODS: tuple[str, ...] = ("vsharp", "pdf", "lbv", "resharp")
 #: Options each method accepts (keyword arguments of the public function) and defaults.
 _OPTIONS: dict[str, dict[str, Any]] = {
     "vsharp": {"radii_mm": None, "threshold": 0.05},
-    "pdf": {"max_iter": 100, "tol": 1e-3, "pad": 20},
+    "pdf": {"max_iter": 500, "tol": 1e-4, "pad": 20},
     "lbv": {"tol": 1e-4, "max_iter": 2000, "peel": 1},
     "resharp": {"radius_mm": None, "lam": 1e-3, "max_iter": 200, "tol": 1e-4},
 }

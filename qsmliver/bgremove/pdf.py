@@ -191,8 +191,8 @@ def pdf(
     b0_dir: ArrayLike = (0.0, 0.0, 1.0),
     *,
     weight: Array | None = None,
-    max_iter: int = 100,
-    tol: float = 1e-3,
+    max_iter: int = 500,
+    tol: float = 1e-4,
     pad: int | Sequence[int] = 20,
 ) -> tuple[Array, Array]:
     """Background field removal by projection onto dipole fields (PDF).
@@ -213,7 +213,11 @@ def pdf(
     max_iter : int
         Maximum CG iterations.
     tol : float
-        CG stopping rule on the relative residual of the normal equations.
+        CG stopping rule on the relative residual of the normal equations. The background is
+        typically 10-100 times the local field, so the residual must fall well below the
+        local-to-total ratio: on the head phantom's own total field (background 0.5-0.8 ppm,
+        local field ~7 ppb RMS) ``tol=1e-3`` stops after ~15 iterations and leaves 75 % NRMSE,
+        ``1e-4`` (~130 iterations) 24 %, ``1e-5`` (QSM.jl's default, 500+ iterations) 17 %.
     pad : int or (3,) ints
         Zero padding around the mask's bounding box, voxels per side (the authors'
         implementation pads 40 voxels in total per axis, i.e. 20 per side).
