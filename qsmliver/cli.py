@@ -277,6 +277,10 @@ def _cmd_recon(args: argparse.Namespace) -> int:
     for name in ("device", "dtype"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    if args.bipolar:
+        overrides.setdefault("bipolar", {})["correct"] = True
+    if args.readout_axis is not None:
+        overrides.setdefault("bipolar", {})["readout_axis"] = args.readout_axis
     config = config.updated(overrides, where="command line")
     if args.set:
         config = config.updated(_parse_set(args.set), where="--set")
@@ -397,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="χ reference region for --reference roi (required) or muscle "
                             "(optional; default: automatic paraspinal muscle)")
     recon.add_argument("--r2star-method", metavar="METHOD")
+    recon.add_argument("--bipolar", action="store_true",
+                       help="bipolar readout: remove the odd/even echo phase error (Lu et al. "
+                            "2008) before the field map or fat-water separation")
+    recon.add_argument("--readout-axis", type=int, choices=(0, 1, 2),
+                       help="voxel axis of the readout for --bipolar (default: from the DICOM "
+                            "or BIDS phase-encoding metadata)")
     recon.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                        help="any configuration value, e.g. inversion.lam=0.001 (repeatable)")
     recon.add_argument("--device", help="auto, cpu, cuda or cuda:N")

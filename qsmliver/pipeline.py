@@ -21,6 +21,10 @@ Configuration (TOML file, then CLI overrides; every section is optional)::
     erode_mm = 0.0
     phase_quality = true       # drop voxels of unreliable field
 
+    [bipolar]                  # odd/even echo phase correction of bipolar readouts
+    correct = false            # true for bipolar multi-echo sequences (Lu et al. 2008)
+    readout_axis = "auto"      # auto (from DICOM/BIDS phase-encoding metadata) | 0 | 1 | 2
+
     [fatwater]                 # liver only
     method = "graphcut"        # any qsmliver.fatwater method; other keys go to the method
 
@@ -67,6 +71,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "dtype": "float32",
     "field": {"method": "complex", "unwrap": "quality", "exclude_aliased": True},
     "mask": {"separation_mm": 4.0, "erode_mm": 0.0, "phase_quality": True},
+    "bipolar": {"correct": False, "readout_axis": "auto"},
     "fatwater": {"method": "graphcut"},
     "bgremove": {"method": "auto"},
     "inversion": {"method": "auto"},
@@ -149,10 +154,18 @@ class ReconConfig:
         unknown_mask = set(v["mask"]) - {"separation_mm", "erode_mm", "phase_quality",
                                           "threshold", "threshold_scale"}
         unknown_reference = set(v["reference"]) - {"method", "value_ppm"}
+        unknown_bipolar = set(v["bipolar"]) - {"correct", "readout_axis"}
         for section, unknown in (("field", unknown_field), ("mask", unknown_mask),
-                                 ("reference", unknown_reference)):
+                                 ("reference", unknown_reference),
+                                 ("bipolar", unknown_bipolar)):
             if unknown:
                 raise QSMConfigError(f"[{section}]: unknown option(s) {sorted(unknown)}")
+        if not isinstance(v["bipolar"].get("correct"), bool):
+            raise QSMConfigError(f"bipolar.correct = {v['bipolar'].get('correct')!r} must be "
+                                 "true or false")
+        axis = v["bipolar"].get("readout_axis")
+        if axis != "auto" and (isinstance(axis, bool) or axis not in (0, 1, 2)):
+            raise QSMConfigError(f"bipolar.readout_axis = {axis!r} is not one of auto, 0, 1, 2")
 
     def stage_options(self, section: str) -> tuple[str, dict[str, Any]]:
         """``(method, other options)`` of a stage section, with "auto" resolved."""
@@ -301,11 +314,46 @@ def recon(gre: MultiEchoGRE, anatomy: str = "brain", *, mask: Any = None,
     if device is not None:
         cfg = cfg.updated({"device": device})
     cfg = _device_that_holds(gre, cfg.resolved())
+    gre, bipolar = _bipolar_corrected(gre, cfg)
     if cfg.values["anatomy"] == "liver":
         from qsmliver.pipeline_liver import recon_liver
 
-        return recon_liver(gre, cfg, mask=mask, reference_roi=reference_roi)
-    return _recon_brain(gre, cfg, mask=mask, reference_roi=reference_roi)
+        result = recon_liver(gre, cfg, mask=mask, reference_roi=reference_roi)
+    else:
+        result = _recon_brain(gre, cfg, mask=mask, reference_roi=reference_roi)
+    if bipolar is not None:
+        result.provenance["Stages"] = {"bipolar": bipolar, **result.provenance["Stages"]}
+    return result
+
+
+def _bipolar_corrected(gre: MultiEchoGRE, cfg: ReconConfig
+                       ) -> tuple[MultiEchoGRE, dict[str, Any] | None]:
+    """``gre`` with its odd/even readout phase error removed when ``[bipolar] correct``.
+
+    The readout axis is the configured one, else the one the reader's metadata name
+    (:func:`qsmliver.fatwater.readout_axis_from_metadata`); without either the run stops with
+    a :class:`QSMInputError` rather than guess.
+    """
+    from qsmliver.fatwater.bipolar import correct_bipolar_phase, readout_axis_from_metadata
+
+    options = cfg.values["bipolar"]
+    if not options["correct"]:
+        return gre, None
+    where = gre.source_files[0] if gre.source_files else None
+    if not gre.has_phase:
+        raise QSMInputError("bipolar correction needs phase images; this acquisition has "
+                            "magnitude only", where, "phase")
+    axis, source = options["readout_axis"], "configuration (bipolar.readout_axis)"
+    if axis == "auto":
+        axis, source = readout_axis_from_metadata(gre.metadata)
+        if axis is None:
+            raise QSMInputError(f"bipolar correction: the readout axis is unknown ({source}); "
+                                "give it with --readout-axis 0|1|2 (bipolar.readout_axis)",
+                                where, "readout axis")
+    corrected, info = correct_bipolar_phase(gre.signal, gre.te_s, readout_axis=int(axis))
+    info = {key: value for key, value in info.items() if key != "phase_rad"}
+    info["readout_axis_source"] = source
+    return dataclasses.replace(gre, signal=corrected), info
 
 
 #: Peak working memory of a whole chain as a multiple of its complex64 echo data (measured on

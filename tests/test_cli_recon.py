@@ -59,3 +59,21 @@ def test_recon_bad_inputs(tmp_path, bids_subject, capsys):
                  "--bgremove", "nonsense"]) == 2
     assert "nonsense" in capsys.readouterr().err
     assert not (tmp_path / "o" / "sub-p1_Chimap.nii.gz").exists()
+
+
+def test_recon_bipolar_option(tmp_path, bids_subject, capsys):
+    """--bipolar needs a readout axis: the simulated BIDS sidecars name no phase-encoding
+    direction, so it is refused until --readout-axis gives one; the correction is then
+    recorded (this acquisition has no odd/even error: the estimated slope is ~0)."""
+    subject, _phantom = bids_subject
+    out = tmp_path / "qsm"
+    assert main(["recon", str(subject), "-o", str(out), "--bipolar", "--inversion", "tkd",
+                 "--device", "cpu"]) == 2
+    assert "readout axis is unknown" in capsys.readouterr().err
+    assert not out.exists() or not list(out.iterdir())
+    assert main(["recon", str(subject), "-o", str(out), "--bipolar", "--readout-axis", "0",
+                 "--inversion", "tkd", "--device", "cpu", "--no-montage"]) == 0
+    record = json.loads((out / "sub-p1_recon.json").read_text())
+    assert record["Configuration"]["bipolar"] == {"correct": True, "readout_axis": 0}
+    stage = record["Pipeline"]["Stages"]["bipolar"]
+    assert stage["readout_axis"] == 0 and abs(stage["slope_rad_per_voxel"]) < 0.005

@@ -107,6 +107,25 @@ def test_round_trip_each_vendor(tmp_path, vendor, components, enhanced):
     assert back.signal.dtype == np.complex64
 
 
+@pytest.mark.parametrize("enhanced", [False, True], ids=["classic", "enhanced"])
+@pytest.mark.parametrize(("direction", "readout_axis"), [("ROW", 1), ("COL", 0)])
+def test_phase_encoding_direction_round_trip(tmp_path, enhanced, direction, readout_axis):
+    """InPlanePhaseEncodingDirection (top level in classic files, in the MR FOV/geometry
+    functional group of enhanced ones) is read into the metadata; voxel axis 0 runs along a
+    DICOM row, so ROW phase encoding means the readout is axis 1."""
+    from qsmliver.fatwater import readout_axis_from_metadata
+
+    gre = _gre()
+    gre = MultiEchoGRE(gre.signal, te_s=gre.te_s, b0_t=gre.b0_t, affine=gre.affine,
+                       metadata={"InPlanePhaseEncodingDirection": direction})
+    files = write_dicom_series(gre, tmp_path, vendor="philips", enhanced=enhanced)
+    top = pydicom.dcmread(files[0], stop_before_pixels=True)
+    assert ("InPlanePhaseEncodingDirection" in top) != enhanced
+    back = read_dicom(tmp_path, progress=False)
+    assert back.metadata["InPlanePhaseEncodingDirection"] == direction
+    assert readout_axis_from_metadata(back.metadata)[0] == readout_axis
+
+
 def test_siemens_classic_conventions(tmp_path):
     gre = _gre()
     write_dicom_series(gre, tmp_path, vendor="siemens", series_number=5)

@@ -100,6 +100,24 @@ def test_4d_magnitude_phase_with_sidecars(tmp_path):
     assert back.source_files == (str(mag), str(ph))
 
 
+def test_phase_encoding_direction_travels_with_the_data(tmp_path):
+    """dcm2niix's PhaseEncodingDirection (and SliceEncodingDirection) reach the metadata,
+    where the bipolar correction finds the readout axis."""
+    from qsmliver.fatwater import readout_axis_from_metadata
+
+    gre = _gre()
+    extra = {"PhaseEncodingDirection": "j-", "SliceEncodingDirection": "k"}
+    mag = _save(np.abs(gre.signal).astype(np.float32), tmp_path / "gre.nii.gz",
+                sidecar=_sidecar(list(TE_S), **extra))
+    ph = _save(np.angle(gre.signal).astype(np.float32), tmp_path / "gre_ph.nii.gz",
+               sidecar=_sidecar(list(TE_S), **extra))
+    back = read_nifti(mag, ph)
+    assert back.metadata["PhaseEncodingDirection"] == "j-"
+    assert {"PhaseEncodingDirection", "SliceEncodingDirection"} <= set(
+        back.metadata["SidecarKeysUsed"])
+    assert readout_axis_from_metadata(back.metadata)[0] == 0
+
+
 def test_4d_hand_written_with_te_and_b0_from_arguments(tmp_path):
     gre = _gre()
     mag, ph = _mag_phase_4d(tmp_path, gre, sidecar=False)

@@ -17,6 +17,7 @@ from qsmliver.fatwater.api import (
     signal_mask,
 )
 from qsmliver.fatwater.bipolar import correct_bipolar_phase as correct_bipolar_phase
+from qsmliver.fatwater.bipolar import readout_axis_from_metadata as readout_axis_from_metadata
 from qsmliver.fatwater.fieldmap import graphcut_field_map, voxelwise_field_map
 from qsmliver.fatwater.ideal import IdealFit, ideal_refine
 from qsmliver.fatwater.pdff import pdff_magnitude_discrimination

@@ -13,9 +13,19 @@ summed over the echoes and the non-readout axes (they are weighted by the signal
 power, so high-signal voxels dominate), giving a readout profile ``D(x)``. The slope ``2b`` is the
 phase of the lag-one autocorrelation ``Σ D(x+1) conj(D(x))`` and ``2a`` the phase of
 ``Σ D(x) e^{-2ibx}``. Halving leaves a π ambiguity in ``a``, resolved by choosing the sign for
-which the corrected even echoes agree best with the mean of their odd neighbours. Fat
+which the corrected even echoes agree best with the mean of their odd neighbours. For a single
+species (the brain) with even echo spacing the two choices cannot be told apart from the data:
+``(-1)^n`` on the echoes is the same as a field shift of ``1/(2 ΔTE)``, so the choice can offset
+the field map by that constant (measured on the brain phantom: χ unchanged, since background
+removal takes out constants); with fat present the chemical shift breaks the tie. Fat
 modulates the phase over the echoes, so the estimate is biased where fat dominates; it is a
 simplified, magnitude-weighted version of the published method, not the full joint fit.
+
+The readout direction comes from the acquisition's metadata when the reader found it
+(:func:`readout_axis_from_metadata`): DICOM's ``InPlanePhaseEncodingDirection`` (``ROW``: phase
+encoded along a row, i.e. along voxel axis 0, so the readout runs along axis 1; ``COL``: the
+reverse) or BIDS's ``PhaseEncodingDirection`` with ``SliceEncodingDirection`` (the readout is
+the third axis).
 
 References
 ----------
@@ -26,14 +36,56 @@ multiecho sequences. Magn Reson Med 2008;60:198-209.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from qsmliver import backend
 from qsmliver.errors import QSMInputError
 
-__all__ = ["correct_bipolar_phase"]
+__all__ = ["correct_bipolar_phase", "readout_axis_from_metadata"]
 
 Array = Any
+
+_BIDS_AXES = {"i": 0, "j": 1, "k": 2}
+
+
+def readout_axis_from_metadata(metadata: Mapping[str, Any]) -> tuple[int | None, str]:
+    """The voxel axis of the frequency-encoding (readout) direction, from reader metadata.
+
+    Parameters
+    ----------
+    metadata : mapping
+        :attr:`qsmliver.data.MultiEchoGRE.metadata`. Used keys: ``InPlanePhaseEncodingDirection``
+        (DICOM (0018,1312), ``"ROW"`` or ``"COL"``; voxel axis 0 runs along a DICOM row, axis
+        1 along a column) and ``PhaseEncodingDirection`` / ``SliceEncodingDirection`` (BIDS,
+        ``"i"``, ``"j"`` or ``"k"`` with an optional ``"-"``; the slice direction defaults to
+        ``"k"``).
+
+    Returns
+    -------
+    axis : int or None
+        0, 1 or 2; None when the metadata do not say.
+    source : str
+        Where the axis came from (for provenance), or why it is unknown.
+
+    Examples
+    --------
+    >>> readout_axis_from_metadata({"InPlanePhaseEncodingDirection": "COL"})
+    (0, 'InPlanePhaseEncodingDirection = COL')
+    >>> readout_axis_from_metadata({"PhaseEncodingDirection": "i-"})[0]
+    1
+    """
+    in_plane = str(metadata.get("InPlanePhaseEncodingDirection") or "").strip().upper()
+    if in_plane in ("ROW", "COL"):
+        return (1 if in_plane == "ROW" else 0), f"InPlanePhaseEncodingDirection = {in_plane}"
+    phase = str(metadata.get("PhaseEncodingDirection") or "").strip().rstrip("-")
+    slice_ = str(metadata.get("SliceEncodingDirection") or "k").strip().rstrip("-")
+    if phase in _BIDS_AXES and slice_ in _BIDS_AXES and phase != slice_:
+        (axis,) = set(range(3)) - {_BIDS_AXES[phase], _BIDS_AXES[slice_]}
+        return axis, (f"PhaseEncodingDirection = {metadata['PhaseEncodingDirection']}, "
+                      f"SliceEncodingDirection = {slice_}")
+    return None, ("the metadata name no phase-encoding direction (DICOM "
+                  "InPlanePhaseEncodingDirection or BIDS PhaseEncodingDirection)")
 
 
 def correct_bipolar_phase(signal: Array, te_s: Any, *, mask: Array | None = None,

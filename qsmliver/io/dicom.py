@@ -257,6 +257,7 @@ class _Header:
     enhanced: bool
     frames: list[_Frame]
     notes: list[str]
+    phase_encoding: str = ""  # InPlanePhaseEncodingDirection: "ROW", "COL" or ""
 
     @property
     def vendor(self) -> str | None:
@@ -606,6 +607,7 @@ def _parse_header(ds, path: Path, notes: list[str]) -> _Header:
     )
     if not is_image:
         return header
+    header.phase_encoding = _phase_encoding(ds, shared)
     vendor = normalise_vendor(manufacturer)
     top_component = _component_from_tokens(ds.get("ImageType"))
     top_enhanced = _component_enhanced_value(ds.get("ComplexImageComponent"))
@@ -627,6 +629,19 @@ def _parse_header(ds, path: Path, notes: list[str]) -> _Header:
         )
     header.frames.append(_classic_frame(ds, path, vendor, top_component))
     return header
+
+
+def _phase_encoding(ds, shared) -> str:
+    """InPlanePhaseEncodingDirection (top level, or the enhanced MR FOV/geometry group)."""
+    value = _text(ds, "InPlanePhaseEncodingDirection").upper()
+    if not value:
+        per = None
+        if "PerFrameFunctionalGroupsSequence" in ds and ds.PerFrameFunctionalGroupsSequence:
+            per = ds.PerFrameFunctionalGroupsSequence[0]
+        geometry = _functional_item(per, shared, "MRFOVGeometrySequence")
+        if geometry is not None:
+            value = str(geometry.get("InPlanePhaseEncodingDirection", "") or "").upper()
+    return value if value in ("ROW", "COL") else ""
 
 
 def _classic_frame(ds, path: Path, vendor: str | None, top_component: str | None) -> _Frame:
@@ -1327,6 +1342,8 @@ def _assemble(picked: list[_Series], *, b0_t, progress, ge_slice_chop,
     })
     if first.echo_train_length is not None:
         metadata["EchoTrainLength"] = first.echo_train_length
+    if first.phase_encoding:
+        metadata["InPlanePhaseEncodingDirection"] = first.phase_encoding
     if notes:
         metadata["Notes"] = notes
     return MultiEchoGRE(

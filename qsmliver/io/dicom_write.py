@@ -398,6 +398,12 @@ def _common_attributes(gre: MultiEchoGRE, style: _Style, description: str) -> di
     }
 
 
+def _phase_encoding(gre: MultiEchoGRE) -> dict[str, str]:
+    """InPlanePhaseEncodingDirection when the acquisition's metadata carry it."""
+    value = str(gre.metadata.get("InPlanePhaseEncodingDirection") or "").upper()
+    return {"InPlanePhaseEncodingDirection": value} if value in ("ROW", "COL") else {}
+
+
 def _base_dataset(sop_class: str, common: dict, style: _Style, number: int,
                   series_uid: str) -> FileDataset:
     meta = FileMetaDataset()
@@ -457,6 +463,8 @@ def _classic_dataset(gre, style, vendor, geometry: _Geometry, plane: _Plane, com
                      instance: int) -> FileDataset:
     ds = _base_dataset(MR_IMAGE_STORAGE, common, style, number, series_uid)
     ds.ImageType = _image_type(vendor, component)
+    for key, value in _phase_encoding(gre).items():
+        setattr(ds, key, value)
     ds.SequenceName = "*fl3d" if vendor == "siemens" else "GRE"
     ds.InstanceNumber = instance
     ds.EchoTime = _ds(gre.te_s[echo] * 1e3)
@@ -503,6 +511,7 @@ def _enhanced_dataset(gre, style, vendor, geometry: _Geometry, planes: dict, com
     ds.ContentQualification = "RESEARCH"
     ds.VolumetricProperties = "VOLUME"
     ds.PixelPresentation = "MONOCHROME"
+    phase_encoding = _phase_encoding(gre)
     nx, ny, nz = gre.shape
     ds.Rows, ds.Columns = ny, nx
     ds.SharedFunctionalGroupsSequence = DicomSequence([_item(
@@ -514,6 +523,8 @@ def _enhanced_dataset(gre, style, vendor, geometry: _Geometry, planes: dict, com
             SpacingBetweenSlices=_ds(geometry.slice_spacing))]),
         MRTimingAndRelatedParametersSequence=DicomSequence([_item(
             EchoTrainLength=gre.n_echoes)]),
+        **({"MRFOVGeometrySequence": DicomSequence([_item(**phase_encoding)])}
+           if phase_encoding else {}),
     )])
     frames = []
     pixels = []

@@ -771,6 +771,8 @@ def _assemble(
     vendor = normalise_vendor(vendor)
     if b0_dir is None:
         b0_dir = _resolve_vector(sources, "B0Direction_voxel", used_keys)
+    encoding = {key: value for key in ("PhaseEncodingDirection", "SliceEncodingDirection")
+                if (value := _resolve_scalar(sources, None, key, used_keys, numeric=False))}
     signal, phase_info = _combine(components, phase_scale, vendor)
     notes = [n for s in sources for n in s.notes] + phase_info.pop("Notes", [])
     info = {
@@ -782,6 +784,7 @@ def _assemble(
         "SidecarKeysUsed": sorted(used_keys),
         "SidecarFiles": sorted({str(p) for s in sources for p in s.sidecar_paths}),
         **phase_info,
+        **encoding,
         **(metadata or {}),
     }
     if notes:
