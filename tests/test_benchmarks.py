@@ -90,3 +90,18 @@ def test_fatwater_benchmark_smoke(tmp_path):
     assert size["seconds"] > 0 and size["peak_host_mib_tracemalloc"] > 0
     assert {"varpro_s", "fieldmap_s", "refine_s", "total_s"} <= set(size["stages_s"])
     assert size["swap_fraction"] < 0.01
+
+
+def test_brain_chains_benchmark_smoke(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "brain_chains.py"), "--quick", "--output",
+         str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "brain-chains-quick-cpu.json").read_text())
+    chains = record["sizes"][0]["chains"]
+    assert set(chains) == {"resharp+medi (default)", "pdf+medi", "tfi"}
+    for row in chains.values():
+        assert 0.0 < row["coverage"] <= 1.0 and row["seconds"] > 0
+        assert row["nrmse_common_percent"] > 0
