@@ -258,6 +258,30 @@ def _weights_from_noise(noise_std_hz, mask, xp):
     return weight.astype(noise_std_hz.dtype)
 
 
+def local_field_map(background, inversion, mask: Any, voxel, b0_dir,
+                    affine: np.ndarray) -> QuantitativeMap:
+    """The ``desc-localfield_map`` output (ppm): the field of the sources inside ``mask``.
+
+    After a background removal it is that stage's local field. A total-field inversion (TFI)
+    has no such stage (its input is the total field), so the local field is the forward
+    dipole field of its χ inside the mask, the part of the total field it attributes to the
+    tissue.
+    """
+    from qsmliver.simulate.forward import susceptibility_field_ppm
+
+    if background.method != "none" or inversion.method not in TOTAL_FIELD_INVERSIONS:
+        data, method, parameters = (background.local_field_ppm, background.method,
+                                    background.parameters)
+    else:
+        xp = backend.get_array_module(inversion.chi_ppm)
+        data = xp.where(mask, susceptibility_field_ppm(xp.where(mask, inversion.chi_ppm, 0),
+                                                       voxel, b0_dir), 0)
+        method = f"{inversion.method}: dipole field of χ inside the mask"
+        parameters = {"kernel": "kspace", "pad_factor": 2.0}
+    return QuantitativeMap(backend.to_numpy(data), "desc-localfield_map", "ppm", affine,
+                           method=method, parameters=parameters)
+
+
 def run_background_removal(cfg: ReconConfig, field_ppm: Any, mask: Any, voxel, b0_dir,
                            weight: Any):
     """The configured background removal, or none (the total field passes through)."""
@@ -501,9 +525,8 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
         "fieldmap": QuantitativeMap(to_host(field_hz), "fieldmap", "Hz", affine,
                                     method=f"field:{field_method}+unwrap:{field_unwrap}",
                                     parameters={"EchoTime_s": te.tolist()}),
-        "desc-localfield_map": QuantitativeMap(
-            to_host(background.local_field_ppm), "desc-localfield_map", "ppm", affine,
-            method=background.method, parameters=background.parameters),
+        "desc-localfield_map": local_field_map(background, inversion, local_mask, voxel,
+                                               b0_dir, affine),
         "mask": QuantitativeMap(to_host(local_mask), "mask", "1", affine,
                                 method="background-removal mask",
                                 parameters={"automatic": mask is None}),

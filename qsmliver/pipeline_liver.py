@@ -36,6 +36,7 @@ from qsmliver.pipeline import (
     ReconResult,
     _Timer,
     _weights_from_noise,
+    local_field_map,
     run_background_removal,
     user_mask_on_device,
     user_reference_roi,
@@ -109,8 +110,8 @@ def recon_liver(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any = None,
     ReconResult
         Maps ``desc-water_map``, ``desc-fat_map``, ``desc-PDFF_map``, ``R2starmap``,
         ``fieldmap`` (Hz, chemical-shift free), ``desc-fitresidual_map``, ``mask`` and,
-        with 3D coverage, ``Chimap`` (and ``desc-localfield_map`` when a background removal
-        ran before the inversion).
+        with 3D coverage, ``Chimap`` and ``desc-localfield_map`` (the background removal's
+        local field, or with TFI the dipole field of χ inside the mask).
     """
     from qsmliver.fatwater import separate_fat_water
     from qsmliver.inversion import invert_dipole
@@ -229,10 +230,8 @@ def recon_liver(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any = None,
     maps["Chimap"] = QuantitativeMap(to_host(chi), "Chimap", "ppm", affine,
                                      method=inversion.method,
                                      parameters={**inversion.parameters, **reference_info})
-    if background.method != "none":  # with TFI the "local" field is the total field
-        maps["desc-localfield_map"] = QuantitativeMap(
-            to_host(background.local_field_ppm), "desc-localfield_map", "ppm", affine,
-            method=background.method, parameters=background.parameters)
+    maps["desc-localfield_map"] = local_field_map(background, inversion, local_mask, voxel,
+                                                  b0_dir, affine)
     maps["mask"] = QuantitativeMap(to_host(local_mask), "mask", "1", affine,
                                    method="tissue mask (water + fat signal)",
                                    parameters={"automatic": mask is None})

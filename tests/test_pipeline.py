@@ -58,6 +58,27 @@ def test_whole_chain_nrmse(chain):
     assert error <= 40.0, error
 
 
+def test_tfi_local_field_map_is_the_field_of_its_chi():
+    """With TFI there is no background-removal stage; ``desc-localfield_map`` is the dipole
+    field of TFI's χ inside the mask, not the total field it was given. Measured (48×48×36,
+    4 mm, truth mask, demeaned NRMSE vs the truth local field): 63 % over the mask, 26 %
+    two voxels in; the total field is 696 % off the local field."""
+    from scipy import ndimage
+
+    phantom = brain_phantom(shape=(48, 48, 36), voxel_size_mm=(4.0, 4.0, 4.0), snr=100)
+    result = recon(phantom.gre, "brain", mask=phantom.masks["brain"], device="cpu",
+                   inversion={"method": "tfi"})
+    local = result.maps["desc-localfield_map"]
+    assert local.method.startswith("tfi") and local.unit == "ppm"
+    mask = result.maps["mask"].data.astype(bool)
+    interior = ndimage.binary_erosion(mask, iterations=2)
+    truth = phantom.truth["local_field_ppm"]
+    assert nrmse(local.data, truth, mask) < 80.0
+    assert nrmse(local.data, truth, interior) < 35.0
+    assert nrmse(phantom.truth["total_field_ppm"], truth, mask) > 300.0
+    assert not local.data[~mask].any()
+
+
 def test_automatic_mask_covers_brain(phantom):
     result = recon(phantom.gre, "brain", device="cpu",
                    inversion={"method": "tkd"})
