@@ -258,6 +258,27 @@ def _weights_from_noise(noise_std_hz, mask, xp):
     return weight.astype(noise_std_hz.dtype)
 
 
+def chain_inputs(gre: MultiEchoGRE, cfg: ReconConfig):
+    """What every chain starts from: the device, its array module, the echoes on it in the
+    configured precision, voxel size (mm), B0 direction, echo times (s) and a stage timer.
+
+    Returns
+    -------
+    tuple
+        ``(target, xp, signal, voxel_size_mm, b0_dir, te_s, timer)``.
+    """
+    v = cfg.values
+    target = backend.resolve_device(v["device"])
+    complex_dtype = np.complex64 if v["dtype"] == "float32" else np.complex128
+    data = gre.to(target)
+    xp = backend.get_array_module(data.signal)
+    signal = data.signal.astype(complex_dtype, copy=False)
+    voxel = tuple(float(x) for x in gre.voxel_size_mm)
+    b0_dir = tuple(float(x) for x in gre.b0_dir)
+    te = np.asarray(gre.te_s, dtype=float)
+    return target, xp, signal, voxel, b0_dir, te, _Timer(xp)
+
+
 def local_field_map(background, inversion, mask: Any, voxel, b0_dir,
                     affine: np.ndarray) -> QuantitativeMap:
     """The ``desc-localfield_map`` output (ppm): the field of the sources inside ``mask``.
@@ -438,15 +459,7 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
     from qsmliver.reference import csf_mask_from_r2star, reference_chi
     from qsmliver.relaxometry import fit_r2star
 
-    target = backend.resolve_device(v["device"])
-    complex_dtype = np.complex64 if v["dtype"] == "float32" else np.complex128
-    data = gre.to(target)
-    xp = backend.get_array_module(data.signal)
-    signal = data.signal.astype(complex_dtype, copy=False)
-    voxel = tuple(float(x) for x in gre.voxel_size_mm)
-    b0_dir = tuple(float(x) for x in gre.b0_dir)
-    te = np.asarray(gre.te_s, dtype=float)
-    timer = _Timer(xp)
+    target, xp, signal, voxel, b0_dir, te, timer = chain_inputs(gre, cfg)
     report: dict[str, Any] = {}
     magnitude = xp.abs(signal)
 

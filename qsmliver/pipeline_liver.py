@@ -34,8 +34,8 @@ from qsmliver.errors import QSMConfigError, QSMInputError
 from qsmliver.pipeline import (
     ReconConfig,
     ReconResult,
-    _Timer,
     _weights_from_noise,
+    chain_inputs,
     local_field_map,
     run_background_removal,
     user_mask_on_device,
@@ -127,15 +127,7 @@ def recon_liver(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any = None,
         raise QSMInputError(f"fat-water separation with R2* needs at least 3 echoes, got "
                             f"{gre.n_echoes}", gre.source_files[0] if gre.source_files else None,
                             "echoes")
-    target = backend.resolve_device(v["device"])
-    complex_dtype = np.complex64 if v["dtype"] == "float32" else np.complex128
-    data = gre.to(target)
-    xp = backend.get_array_module(data.signal)
-    signal = data.signal.astype(complex_dtype, copy=False)
-    voxel = tuple(float(x) for x in gre.voxel_size_mm)
-    b0_dir = tuple(float(x) for x in gre.b0_dir)
-    te = np.asarray(gre.te_s, dtype=float)
-    timer = _Timer(xp)
+    target, xp, signal, voxel, b0_dir, te, timer = chain_inputs(gre, cfg)
     report: dict[str, Any] = {}
 
     user_mask = None if mask is None else user_mask_on_device(mask, gre.shape, target)

@@ -70,6 +70,7 @@ def test_bad_input():
     ({"InPlanePhaseEncodingDirection": "col"}, 0),
     ({"PhaseEncodingDirection": "j-"}, 0),
     ({"PhaseEncodingDirection": "i"}, 1),
+    ({"PhaseEncodingAxis": "i"}, 1),
     ({"PhaseEncodingDirection": "j", "SliceEncodingDirection": "i"}, 2),
     ({"PhaseEncodingDirection": "k", "SliceEncodingDirection": "k"}, None),
     ({"InPlanePhaseEncodingDirection": "OTHER"}, None),

@@ -57,9 +57,9 @@ def readout_axis_from_metadata(metadata: Mapping[str, Any]) -> tuple[int | None,
     metadata : mapping
         :attr:`qsmliver.data.MultiEchoGRE.metadata`. Used keys: ``InPlanePhaseEncodingDirection``
         (DICOM (0018,1312), ``"ROW"`` or ``"COL"``; voxel axis 0 runs along a DICOM row, axis
-        1 along a column) and ``PhaseEncodingDirection`` / ``SliceEncodingDirection`` (BIDS,
-        ``"i"``, ``"j"`` or ``"k"`` with an optional ``"-"``; the slice direction defaults to
-        ``"k"``).
+        1 along a column) and ``PhaseEncodingDirection`` (or dcm2niix's ``PhaseEncodingAxis``
+        when the polarity is unknown) / ``SliceEncodingDirection`` (BIDS, ``"i"``, ``"j"`` or
+        ``"k"`` with an optional ``"-"``; the slice direction defaults to ``"k"``).
 
     Returns
     -------
@@ -78,12 +78,13 @@ def readout_axis_from_metadata(metadata: Mapping[str, Any]) -> tuple[int | None,
     in_plane = str(metadata.get("InPlanePhaseEncodingDirection") or "").strip().upper()
     if in_plane in ("ROW", "COL"):
         return (1 if in_plane == "ROW" else 0), f"InPlanePhaseEncodingDirection = {in_plane}"
-    phase = str(metadata.get("PhaseEncodingDirection") or "").strip().rstrip("-")
+    key = next((k for k in ("PhaseEncodingDirection", "PhaseEncodingAxis")
+                if metadata.get(k)), "PhaseEncodingDirection")
+    phase = str(metadata.get(key) or "").strip().rstrip("-")
     slice_ = str(metadata.get("SliceEncodingDirection") or "k").strip().rstrip("-")
     if phase in _BIDS_AXES and slice_ in _BIDS_AXES and phase != slice_:
         (axis,) = set(range(3)) - {_BIDS_AXES[phase], _BIDS_AXES[slice_]}
-        return axis, (f"PhaseEncodingDirection = {metadata['PhaseEncodingDirection']}, "
-                      f"SliceEncodingDirection = {slice_}")
+        return axis, f"{key} = {metadata[key]}, SliceEncodingDirection = {slice_}"
     return None, ("the metadata name no phase-encoding direction (DICOM "
                   "InPlanePhaseEncodingDirection or BIDS PhaseEncodingDirection)")
 

@@ -771,7 +771,8 @@ def _assemble(
     vendor = normalise_vendor(vendor)
     if b0_dir is None:
         b0_dir = _resolve_vector(sources, "B0Direction_voxel", used_keys)
-    encoding = {key: value for key in ("PhaseEncodingDirection", "SliceEncodingDirection")
+    encoding = {key: value for key in ("PhaseEncodingDirection", "PhaseEncodingAxis",
+                                                 "SliceEncodingDirection")
                 if (value := _resolve_scalar(sources, None, key, used_keys, numeric=False))}
     signal, phase_info = _combine(components, phase_scale, vendor)
     notes = [n for s in sources for n in s.notes] + phase_info.pop("Notes", [])
