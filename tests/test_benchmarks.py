@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -92,14 +94,17 @@ def test_fatwater_benchmark_smoke(tmp_path):
     assert size["swap_fraction"] < 0.01
 
 
-def test_brain_chains_benchmark_smoke(tmp_path):
+@pytest.mark.parametrize("field_kernel", ["cuboid", "kspace"])
+def test_brain_chains_benchmark_smoke(tmp_path, field_kernel):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "brain_chains.py"), "--quick", "--output",
-         str(tmp_path)],
+         str(tmp_path), "--field-kernel", field_kernel],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    record = json.loads((tmp_path / "brain-chains-quick-cpu.json").read_text())
+    suffix = "" if field_kernel == "cuboid" else "-kspace"
+    record = json.loads((tmp_path / f"brain-chains{suffix}-quick-cpu.json").read_text())
+    assert record["field_kernel"] == field_kernel
     chains = record["sizes"][0]["chains"]
     assert set(chains) == {"resharp+medi (default)", "pdf+medi", "tfi"}
     for row in chains.values():

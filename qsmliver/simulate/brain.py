@@ -41,9 +41,10 @@ skull 300 (very short T2* of cortical bone). Proton densities (:data:`DEFAULT_PR
 are relative (CSF 1).
 
 Field model. The total field is the Lorentz-corrected dipole field of the whole χ map with
-air filling all space outside the head, every voxel a uniformly magnetised box (the exact
-"cuboid" kernel of :func:`qsmliver.simulate.forward.susceptibility_field_ppm`, whose field of
-outside sources is harmonic inside the brain, unlike the ringing k-space kernel): it is computed
+air filling all space outside the head, by default every voxel a uniformly magnetised box (the
+exact "cuboid" kernel of :func:`qsmliver.simulate.forward.susceptibility_field_ppm`, whose
+field of outside sources is harmonic inside the brain, unlike the ringing k-space kernel;
+``field_kernel="kspace"`` gives the forward model of qsm-forward instead): it is computed
 as the zero-padded dipole convolution
 of ``(χ − χ_air) · head`` (uniform χ filling all space produces no field, so this equals the
 field of the full map without a field-of-view edge artefact), plus a smooth low-order
@@ -327,6 +328,7 @@ def brain_phantom(
     b1_shading: float = 0.1,
     phi0_amplitude_rad: float = 1.0,
     pad_factor: float = 2.0,
+    field_kernel: str = "cuboid",
     seed: int = 0,
 ) -> Phantom:
     """Multi-echo GRE of a numerical head with brain anatomy and known χ, field and R2*.
@@ -363,6 +365,12 @@ def brain_phantom(
         Maximum absolute smooth initial phase φ0, radians.
     pad_factor : float
         Zero padding of the dipole convolution (>= 2 avoids wrap-around).
+    field_kernel : {"cuboid", "kspace"}
+        Forward model of the fields (:func:`qsmliver.simulate.forward.susceptibility_field_ppm`).
+        "cuboid" (default): every voxel a uniformly magnetised box, whose field of outside
+        sources is harmonic inside the brain. "kspace": the sampled continuous k-space kernel
+        that the inversions use, as in qsm-forward and the QSM challenges' simulations (an
+        "inverse crime": the inversion sees exactly its own model, notably next to the skull).
     seed : int
         Seed of the texture, shading, φ0, shim and noise; the noise-free part does not
         depend on ``snr``.
@@ -395,6 +403,8 @@ def brain_phantom(
     pd_table = _merge("proton_density", DEFAULT_PROTON_DENSITY, proton_density)
     if pad_factor < 1:
         raise QSMConfigError(f"pad_factor must be >= 1, got {pad_factor}")
+    if field_kernel not in ("cuboid", "kspace"):
+        raise QSMConfigError(f"field_kernel must be 'cuboid' or 'kspace', got {field_kernel!r}")
     rng_texture, rng_b1, rng_phi0, rng_shim, rng_noise = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
     )
@@ -443,9 +453,9 @@ def brain_phantom(
     source_total = np.where(inside_head_outline, chi - chi_air, 0.0)
     source_local = np.where(brain, chi, 0.0)
     local = susceptibility_field_ppm(source_local, voxel, b0, pad_factor=pad_factor,
-                                     kernel="cuboid")
-    external = susceptibility_field_ppm(source_total - source_local, voxel, b0, kernel="cuboid",
-                                        pad_factor=pad_factor)
+                                     kernel=field_kernel)
+    external = susceptibility_field_ppm(source_total - source_local, voxel, b0,
+                                        kernel=field_kernel, pad_factor=pad_factor)
     shim = shim_ppm * _shim_polynomial(shape, voxel, rng_shim, head)
     background = external + shim
     total = local + background
@@ -482,6 +492,7 @@ def brain_phantom(
         "b1_shading": float(b1_shading),
         "phi0_amplitude_rad": float(phi0_amplitude_rad),
         "pad_factor": float(pad_factor),
+        "field_kernel": field_kernel,
         "seed": int(seed),
         "labels": {str(k): v for k, v in label_names.items()},
         "label_tissue": dict(LABEL_TISSUE),
