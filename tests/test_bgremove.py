@@ -21,6 +21,19 @@ Why not the phantom's own background and GM/WM pattern (issue 4's wording; measu
   the cuboid-kernel field of bone one voxel outside the mask is harmonic in the continuum but not
   for the 7-point Laplacian or the discrete SMV, so V-SHARP (0.70) and LBV (1.36) leak it; with
   the skull's χ and the sinus removed they reach 0.05 and 0.07.
+
+Two hypotheses checked and measured (session 8; same size, truth mask):
+
+- The loss is not the phantom's GM/WM proportions (concentric ellipsoids: GM 18 %, WM 64 % of
+  the cavity). Re-painting the parenchyma with a folded GM/WM boundary (smooth random gyri,
+  GM 47-59 %, WM 23-35 % of the cavity, real proportions) leaves the converged PDF's loss of
+  the truth local field at 43.5-48.5 % (44 % for the ellipsoids): the field of a large-scale
+  GM/WM/CSF pattern is mostly reproducible by outside dipoles whatever its folding.
+- Voxel-averaging the field helps the Laplacian methods but not enough. Simulating at f times
+  the matrix, averaging the fields over each voxel, and keeping only voxels wholly inside the
+  cavity (GM/WM 0, the phantom's own background): f = 1, 2, 3 give V-SHARP 0.70, 0.47, 0.22,
+  LBV 1.36, 0.66, 0.34, PDF 0.24, 0.30, 0.28, RESHARP 0.26, 0.18, 0.15. Keeping voxels that
+  are partly bone makes every method far worse (V-SHARP 5.7 at f = 3).
 """
 
 from __future__ import annotations
