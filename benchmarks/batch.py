@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from run import write_record  # benchmarks/run.py (the script's own folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -109,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     base = record["runs"][0]["subjects_per_hour"]
     for run in record["runs"]:
         run["speedup"] = round(run["subjects_per_hour"] / base, 2) if base else None
-    args.output.mkdir(parents=True, exist_ok=True)
-    path = args.output / f"batch-{'quick-' if args.quick else ''}cpu.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record(record, args.output / f"batch-{'quick-' if args.quick else ''}cpu.json")
     return 0
 
 

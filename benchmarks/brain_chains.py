@@ -23,21 +23,18 @@ use (qsm-forward's forward model) instead of the phantom's default cuboid kernel
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from run import device_name, write_record  # benchmarks/run.py
 
 from qsmliver import __version__, backend
 from qsmliver.metrics import nrmse, roi_slope
 from qsmliver.pipeline import recon
 from qsmliver.simulate import brain_phantom
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import device_name  # benchmarks/run.py
 
 #: Chain name -> recon section overrides.
 CHAINS: dict[str, dict] = {
@@ -106,11 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                    "deep-grey-matter ROI-mean slope; coverage of the truth brain mask",
         "sizes": [run_size(shape, voxel, args.field_kernel) for shape, voxel in sizes],
     }
-    args.output.mkdir(parents=True, exist_ok=True)
     kernel = "" if args.field_kernel == "cuboid" else f"-{args.field_kernel}"
-    path = args.output / f"brain-chains{kernel}{'-quick' if args.quick else ''}-cpu.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record(record, args.output
+                 / f"brain-chains{kernel}{'-quick' if args.quick else ''}-cpu.json")
     return 0
 
 

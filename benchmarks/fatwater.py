@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from run import write_record  # benchmarks/run.py (the script's own folder is on sys.path)
 
 from qsmliver import __version__
 
@@ -95,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": [size],
     }
     print(json.dumps(size, indent=1), flush=True)
-    args.output.mkdir(parents=True, exist_ok=True)
-    tag = "quick-" if args.quick else ""
-    path = args.output / f"fatwater-{tag}cpu.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record(record, args.output / f"fatwater-{'quick-' if args.quick else ''}cpu.json")
     return 0
 
 

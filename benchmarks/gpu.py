@@ -57,6 +57,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from run import write_record  # benchmarks/run.py (the script's own folder is on sys.path)
 
 from qsmliver import __version__, backend
 
@@ -357,11 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             record["abdomen"] = run_abdomen(ABDOMEN_QUICK_SHAPE if args.quick
                                             else ABDOMEN_SHAPE, device, warmup=warmup)
             print(json.dumps(record["abdomen"], indent=1), flush=True)
-    args.output.mkdir(parents=True, exist_ok=True)
     tag = "quick-" if args.quick else ""
-    path = args.output / f"pipeline-{tag}{slug(name)}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record(record, args.output / f"pipeline-{tag}{slug(name)}.json")
     return 0
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from run import write_record  # benchmarks/run.py (the script's own folder is on sys.path)
 
 from qsmliver import __version__, backend
 
@@ -167,11 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.sizes:
         record["sizes"].append(run_size(n, device, args.bgremove, args.inversion, args.quick))
         print(json.dumps(record["sizes"][-1], indent=1), flush=True)
-    args.output.mkdir(parents=True, exist_ok=True)
     tag = "quick-" if args.quick else ""
-    path = args.output / f"pipeline-{tag}{str(device).replace(':', '')}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record(record, args.output / f"pipeline-{tag}{str(device).replace(':', '')}.json")
     return 0
 
 

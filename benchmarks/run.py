@@ -110,6 +110,14 @@ def run(device_request: str, small: bool, repeat: int) -> dict:
     }
 
 
+def write_record(record: dict, path: Path) -> Path:
+    """Write a benchmark record as indented JSON (creating the folder) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results"))
@@ -118,12 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     result = run(args.device, args.small, args.repeat)
-    args.output.mkdir(parents=True, exist_ok=True)
-    tag = "small-" if args.small else ""
-    path = args.output / f"foundation-{tag}{result['device'].replace(':', '')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
     json.dump(result["seconds"], sys.stdout, indent=2)
-    print(f"\nwrote {path}")
+    print()
+    tag = "small-" if args.small else ""
+    write_record(result, args.output / f"foundation-{tag}{result['device'].replace(':', '')}.json")
     return 0
 
 

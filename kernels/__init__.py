@@ -1,1 +1,4 @@
-"""CUDA C sources shipped as ``qsmliver._kernels`` (loaded by :func:`qsmliver.backend.get_kernel`)."""
+"""CUDA C sources shipped as ``qsmliver._kernels``.
+
+Loaded by :func:`qsmliver.backend.get_kernel`.
+"""
