@@ -455,7 +455,7 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
                             gre.source_files[0] if gre.source_files else None, "phase")
     from qsmliver.inversion import invert_dipole
     from qsmliver.mask import brain_mask
-    from qsmliver.phase import aliased_voxels, estimate_field
+    from qsmliver.phase import aliased_voxels, estimate_field, field_noise_std_hz
     from qsmliver.reference import csf_mask_from_r2star, reference_chi
     from qsmliver.relaxometry import fit_r2star
 
@@ -492,7 +492,8 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
         object_mask = object_mask & ~aliased
     field_hz = xp.where(object_mask, fit.field_hz, 0)
     field_ppm = hz_to_ppm(field_hz, gre.b0_t).astype(field_hz.dtype)
-    weight = _weights_from_noise(fit.noise_std_hz, object_mask, xp)
+    noise_hz = field_noise_std_hz(fit, object_mask)
+    weight = _weights_from_noise(noise_hz, object_mask, xp)
 
     with timer("bgremove"):
         background = run_background_removal(cfg, field_ppm, object_mask, voxel, b0_dir,
@@ -547,8 +548,9 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
                                      method=r2star_fit.method,
                                      parameters=r2star_fit.parameters),
         "desc-fieldnoise_map": QuantitativeMap(
-            to_host(xp.where(object_mask, fit.noise_std_hz, 0)), "desc-fieldnoise_map", "Hz",
-            affine, method=f"field:{field_method}", parameters={}),
+            to_host(xp.where(object_mask, noise_hz, 0)), "desc-fieldnoise_map", "Hz",
+            affine, method=f"field:{field_method} (Cramér-Rao, noise level from the residual)",
+            parameters={}),
     }
     provenance = {
         "Software": "qsmliver", "Version": __version__, "Device": str(target),

@@ -20,7 +20,13 @@ from numpy.typing import ArrayLike
 
 from qsmliver.backend import get_array_module
 from qsmliver.errors import QSMConfigError, QSMInputError
-from qsmliver.phase.field import FieldFit, fit_field_complex, fit_field_linear, unwrap_field
+from qsmliver.phase.field import (
+    FieldFit,
+    field_noise_std_hz,
+    fit_field_complex,
+    fit_field_linear,
+    unwrap_field,
+)
 from qsmliver.phase.offset import estimate_phase_offset, remove_phase_offset
 from qsmliver.phase.quality import aliased_voxels
 from qsmliver.phase.unwrap import (
@@ -40,6 +46,7 @@ __all__ = [
     "aliased_voxels",
     "estimate_field",
     "estimate_phase_offset",
+    "field_noise_std_hz",
     "fit_field_complex",
     "fit_field_linear",
     "remove_phase_offset",
@@ -127,4 +134,7 @@ def estimate_field(signal: Array, te_s: ArrayLike, *, mask: Array | None = None,
         fit.field_hz = xp.where(inside, fit.field_hz, 0).astype(fit.field_hz.dtype)
         fit.noise_std_hz = xp.where(inside, fit.noise_std_hz, xp.inf).astype(
             fit.field_hz.dtype)
+        if fit.apriori_std_hz is not None:
+            fit.apriori_std_hz = xp.where(inside, fit.apriori_std_hz, xp.inf).astype(
+                fit.field_hz.dtype)
     return fit
