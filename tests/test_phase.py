@@ -202,6 +202,10 @@ def test_complex_fit_runs_on_backend(xp):
     signal = np.exp(1j * 2 * np.pi * field[..., None] * te).astype(np.complex64)
     fit = fit_field_complex(xp.asarray(signal), te)
     assert fit.field_hz.dtype == np.float32
+    noise = field_noise_std_hz(fit)  # one level times the a-priori map, on the same backend
+    assert type(noise) is type(fit.field_hz) and noise.dtype == np.float32
+    ratio = to_numpy(noise) / to_numpy(fit.apriori_std_hz)
+    assert ratio.min() > 0 and np.ptp(ratio) < 1e-5 * ratio.max()
     np.testing.assert_allclose(to_numpy(fit.field_hz), field, atol=1e-2)
 
 
