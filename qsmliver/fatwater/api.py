@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy.stats import chi2
 
 from qsmliver import backend
 from qsmliver.errors import QSMConfigError, QSMInputError
@@ -55,8 +56,8 @@ Array = Any
 #: Methods accepted by :func:`separate_fat_water` (the first is the default).
 FATWATER_METHODS: tuple[str, ...] = ("graphcut", "voxelwise")
 
-#: Signal mask: tissue is above this multiple of the median background (noise) magnitude.
-_NOISE_FACTOR = 4.0
+#: Signal mask: a background (noise-only) voxel passes with at most this probability.
+_NOISE_FALSE_POSITIVE = 1e-9
 
 #: Voxels with a signal energy below this multiple of the typical residual at the optimum are
 #: at the noise level: they keep the selected (smooth) field and the grid R2*.
@@ -117,9 +118,12 @@ class FatWaterResult:
 def signal_mask(signal: Array) -> Array:
     """Voxels with signal: Otsu's threshold of the log root-sum-of-squares magnitude.
 
-    The threshold is lowered to 4 times the median magnitude of the class below it when that
-    is lower (the lower class is then background noise, and dark tissue such as an
-    iron-loaded liver is kept).
+    The threshold is lowered to the noise level when that is lower, so that dark tissue such as
+    a heavily iron-loaded liver is kept. The class below Otsu's threshold is then background
+    noise: for complex Gaussian noise its root-sum-of-squares over E echoes is σ·sqrt(χ²_2E),
+    so σ follows from its median, and the threshold is where a noise voxel passes with
+    probability 1e-9, ``median · sqrt(χ²_2E.isf(1e-9) / χ²_2E.median)`` (3.2 times the median
+    for 3 echoes, 2.0 for 12: more echoes average the noise down).
 
     Parameters
     ----------
@@ -152,7 +156,9 @@ def signal_mask(signal: Array) -> Array:
     # dark (iron-loaded) tissue that a third histogram mode would put below Otsu's threshold.
     background = positive[positive <= threshold]
     if background.size:
-        threshold = min(threshold, _NOISE_FACTOR * float(xp.median(background)))
+        dof = 2 * int(signal.shape[-1])
+        factor = math.sqrt(chi2.isf(_NOISE_FALSE_POSITIVE, dof) / chi2.median(dof))
+        threshold = min(threshold, factor * float(xp.median(background)))
     mask = rss > threshold
     limit = max(8, int(0.001 * int(mask.sum())))
     # Remove small components (noise specks) and fill small enclosed holes.
