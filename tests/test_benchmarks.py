@@ -110,3 +110,19 @@ def test_brain_chains_benchmark_smoke(tmp_path, field_kernel):
     for row in chains.values():
         assert 0.0 < row["coverage"] <= 1.0 and row["seconds"] > 0
         assert row["nrmse_common_percent"] > 0
+
+
+def test_liver_chains_benchmark_smoke(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "liver_chains.py"), "--quick", "--output",
+         str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "liver-chains-quick-cpu.json").read_text())
+    chains = record["cases"][0]["chains"]
+    assert set(chains) == {"tfi (default)", "pdf+medi"}
+    for row in chains.values():
+        assert set(row["chi_error_ppm"]) == {"right_lobe", "left_lobe", "spleen"}
+        assert row["seconds"] > 0 and row["nrmse_liver_percent"] > 0
+        assert row["lobes"]["left_lobe"]["field_noise_median_hz"] > 0
