@@ -95,8 +95,10 @@ class FatWaterResult:
         Standard deviation of ``field_hz``, Hz: the Cramér-Rao bound of each voxel's fit
         (:func:`~qsmliver.fatwater.noise.field_crb_std_hz`) times one noise level estimated
         from the residuals of all separated voxels
-        (:func:`~qsmliver.noise.residual_noise_level`, ``2E − 6`` degrees of freedom);
-        ``inf`` outside ``mask``. The data weight of hepatic QSM.
+        (:func:`~qsmliver.noise.residual_noise_level`, ``2E − 6`` degrees of freedom;
+        recorded as ``parameters["noise_std_per_component"]``); ``inf`` outside ``mask``.
+        With 3 echoes there is no residual to estimate the level from; it is then 1 and the
+        map is relative. The data weight of hepatic QSM.
     mask : (X, Y, Z) bool ndarray
         Voxels that were separated.
     parameters : dict
