@@ -103,3 +103,16 @@ def test_field_std_backend_matches_numpy(xp):
     result = separate_fat_water(xp.asarray(signal), te, 1.5, mask=xp.asarray(mask)).field_std_hz
     assert backend.get_array_module(result) is xp
     np.testing.assert_allclose(backend.to_numpy(result), reference, rtol=1e-3)
+
+
+def test_three_echoes_give_a_relative_map():
+    """2E − 6 = 0 residual degrees of freedom: no level can be estimated, the map is the bound
+    for unit noise (finite, positive) and the record says level 1."""
+    rng = np.random.default_rng(7)
+    te = np.array([1.2e-3, 3.2e-3, 5.2e-3])
+    clean = (0.8 + 0.2 * fat_basis("ismrm", te, 1.5)) * np.exp((-50.0 + 2j * np.pi * 10) * te)
+    signal = np.broadcast_to(clean, (10, 10, 3, 3)) + 0.01 * (
+        rng.standard_normal((10, 10, 3, 3)) + 1j * rng.standard_normal((10, 10, 3, 3)))
+    result = separate_fat_water(signal, te, 1.5, mask=np.ones((10, 10, 3), bool))
+    assert result.parameters["noise_std_per_component"] == 1.0
+    assert np.all(np.isfinite(result.field_std_hz)) and np.all(result.field_std_hz > 0)
