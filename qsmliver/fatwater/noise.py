@@ -27,6 +27,7 @@ from numpy.typing import ArrayLike
 
 from qsmliver import backend
 from qsmliver.fatwater.spectra import FatSpectrum, fat_basis
+from qsmliver.fatwater.varpro import _project
 
 __all__ = ["field_crb_std_hz"]
 
@@ -87,21 +88,14 @@ def field_crb_std_hz(
     basis = xp.asarray(fat_basis(spectrum, np.asarray(te_s, dtype=np.float64), b0_t))
     water = water.astype(xp.complex128)
     fat = fat.astype(xp.complex128)
-    weight = xp.exp(-2.0 * r2star_per_s.astype(xp.float64)[:, None] * te)  # |g|², (V, E)
-    # The amplitudes' Gram matrix and inner products, all in the |g|² metric (ψ cancels).
-    g11 = xp.sum(weight, axis=1)
-    g12 = weight @ basis
-    g22 = weight @ (basis.real**2 + basis.imag**2)
-    y = te * (water[:, None] + fat[:, None] * basis)  # t · S / g
-    wy = weight * y
-    b1 = xp.sum(wy, axis=1)
-    b2 = wy @ xp.conj(basis)
-    yy = xp.sum(weight * (y.real**2 + y.imag**2), axis=1)
-    det = g11 * g22 - (g12.real**2 + g12.imag**2)
-    quad = (g22 * (b1.real**2 + b1.imag**2) + g11 * (b2.real**2 + b2.imag**2)
-            - 2.0 * (xp.conj(b1) * g12 * b2).real) / xp.where(det > 0, det, 1.0)
-    information = yy - quad  # ||P⊥(t·S)||²
-    # information below rounding of yy: not identifiable
-    good = (det > 0) & (information > 1e-12 * yy) & (yy > 0)
+    # The field's phase cancels in every inner product, so g = exp(−R2* t) (real) will do.
+    decay = xp.exp(-r2star_per_s.astype(xp.float64)[:, None] * te).astype(xp.complex128)
+    t_signal = te * (water[:, None] + fat[:, None] * basis) * decay  # t · S, (V, E)
+    _, _, in_span = _project(t_signal, decay, basis)  # its part the amplitudes absorb
+    off_span = t_signal - in_span
+    information = xp.sum(off_span.real**2 + off_span.imag**2, axis=1)  # ||P⊥(t·S)||²
+    energy = xp.sum(t_signal.real**2 + t_signal.imag**2, axis=1)
+    # information at the rounding level of the energy (or no signal): not identifiable
+    good = (energy > 0) & (information > 1e-12 * energy)
     return xp.where(good, 1.0 / (2.0 * np.pi * xp.sqrt(xp.where(good, information, 1.0))),
                     xp.inf)

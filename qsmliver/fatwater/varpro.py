@@ -183,12 +183,29 @@ def _check_signal(signal: Array, te_s: ArrayLike) -> tuple[Any, Array, np.ndarra
     return xp, s, te
 
 
+def _gram_entries(weights: Array, basis: Array) -> tuple[Array, Array, Array]:
+    """Entries G11, G12, G22 of ``Aᴴ A`` for the water and fat columns ``A = [d, d·c]``.
+
+    Parameters
+    ----------
+    weights : (E,) or (V, E) float array
+        Echo weights ``|d_e|²`` (e.g. ``exp(−2 R2* TE)``), one row per voxel or shared.
+    basis : (E,) complex array
+        The fat basis ``c`` (:func:`~qsmliver.fatwater.spectra.fat_basis`).
+
+    Returns
+    -------
+    g11, g12, g22 : arrays of shape () or (V,)
+        ``Σ w``, ``Σ w c`` (complex) and ``Σ w |c|²``; the phase of ``d`` cancels.
+    """
+    return (weights.sum(axis=-1), weights @ basis,
+            weights @ (basis.real**2 + basis.imag**2))
+
+
 def _gram(weights_e: np.ndarray, basis: np.ndarray) -> tuple[float, complex, float]:
-    """Entries G11, G12, G22 of ``Aᴴ A`` for echo weights ``|d_e|²`` (host, scalars)."""
-    g11 = float(weights_e.sum())
-    g12 = complex((weights_e * basis).sum())
-    g22 = float((weights_e * np.abs(basis) ** 2).sum())
-    return g11, g12, g22
+    """:func:`_gram_entries` of one weight vector as host scalars."""
+    g11, g12, g22 = _gram_entries(weights_e, basis)
+    return float(g11), complex(g12), float(g22)
 
 
 def varpro_cost(
@@ -352,10 +369,7 @@ def varpro_solve(
 def _project(s: Array, d: Array, basis: Array) -> tuple[Array, Array, Array]:
     """Least-squares (W, F) for columns ``d`` and ``d·c`` per voxel; returns W, F and model."""
     xp = backend.get_array_module(s)
-    w2 = d.real**2 + d.imag**2
-    g11 = xp.sum(w2, axis=1)
-    g12 = w2 @ basis
-    g22 = w2 @ (basis.real**2 + basis.imag**2)
+    g11, g12, g22 = _gram_entries(d.real**2 + d.imag**2, basis)
     ds = xp.conj(d) * s
     y1 = xp.sum(ds, axis=1)
     y2 = ds @ xp.conj(basis)
