@@ -119,7 +119,7 @@ def recon_liver(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any = None,
     method, options = cfg.stage_options("fatwater")
     with timer("fatwater"):
         fw = separate_fat_water(signal, te, gre.b0_t, mask=user_mask, voxel_size_mm=voxel,
-                                method=method, **options)
+                                b0_dir=b0_dir, method=method, **options)
     report["fatwater"] = fw.parameters
     water_magnitude, fat_magnitude = xp.abs(fw.water), xp.abs(fw.fat)
 

@@ -11,7 +11,13 @@ Stages (all vectorised over voxels; the graph cut runs on the host with PyMaxflo
    ``1/ΔTE`` and R2* candidates from 0 to 2000 1/s at 1.5 T (scaled with B0), minimised over
    R2* (:mod:`qsmliver.fatwater.varpro`).
 3. Field-map selection: graph cut (:mod:`qsmliver.fatwater.fieldmap`; Hernando et al. MRM
-   2010;63:79) or the per-voxel minimum ("voxelwise", no regularisation: a baseline).
+   2010;63:79) or the per-voxel minimum ("voxelwise", no regularisation: a baseline). With
+   the default object-based prior (option ``field_prior="air"``, :mod:`qsmliver.fatwater.prior`;
+   Sharma et al. MRM 2015;73:597) the dipole field of the air around the signal, scaled and
+   fitted with a quadratic shim to the first graph cut's map, becomes the reference of the
+   smoothness term of a second graph cut, so that the steep field near lungs and bowel gas is
+   not traded for a fat alias; the prior is used only when it explains the first map clearly
+   better than the shim polynomial alone.
 4. T2*-IDEAL refinement of (ψ, R2*) per voxel (:mod:`qsmliver.fatwater.ideal`), within 0.4 of
    the main fat shift of the selected field; voxels whose signal is at the noise level (signal
    energy below 3 times the median residual at the optimum, e.g. voids inside a user mask)
@@ -40,6 +46,7 @@ from qsmliver.fatwater.fieldmap import (
 from qsmliver.fatwater.ideal import ideal_refine
 from qsmliver.fatwater.noise import field_crb_std_hz
 from qsmliver.fatwater.pdff import pdff_magnitude_discrimination
+from qsmliver.fatwater.prior import air_dipole_field_ppm, fit_air_field_prior
 from qsmliver.fatwater.spectra import FatSpectrum, get_fat_spectrum
 from qsmliver.fatwater.varpro import (
     field_candidates,
@@ -71,6 +78,7 @@ _OPTIONS: dict[str, Any] = {
     "max_shift_hz": None,  # T2*-IDEAL: largest move from the selected field (default 0.4·f_fat)
     "field_range_hz": None,  # explicit (low, high) field candidate range (bounded grid)
     "chunk_voxels": None,  # VARPRO voxels per chunk (default: about 4e6 complex values)
+    "field_prior": "air",  # graph cut: "air" (object-based prior, Sharma 2015) or None
 }
 
 
@@ -237,6 +245,28 @@ def _validate(signal, te_s, b0_t, mask, voxel_size_mm):
     return xp, s, te, b0, mask, voxel
 
 
+def _unit_vector(b0_dir: ArrayLike) -> np.ndarray:
+    """``b0_dir`` as a finite unit 3-vector."""
+    try:
+        vector = np.asarray(b0_dir, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        vector = np.zeros(0)
+    norm = float(np.linalg.norm(vector)) if vector.size == 3 else 0.0
+    if vector.size != 3 or not (math.isfinite(norm) and norm > 0):
+        raise QSMInputError(f"b0_dir must be a non-zero finite 3-vector, got {b0_dir!r}",
+                            field="b0_dir")
+    return vector / norm
+
+
+def _signal_support(signal: Array) -> Array:
+    """Voxels with signal (:func:`signal_mask`), or none when no threshold exists."""
+    try:
+        return signal_mask(signal)
+    except QSMInputError:
+        xp = backend.get_array_module(signal)
+        return xp.zeros(signal.shape[:3], dtype=bool)
+
+
 def _resolve_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(method, str) or method.lower() not in FATWATER_METHODS:
         raise QSMConfigError(f"unknown fat-water method {method!r}; valid: "
@@ -258,6 +288,11 @@ def _resolve_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
         if value is not None and not (isinstance(value, (int, float)) and value > 0
                                       and math.isfinite(value)):
             raise QSMConfigError(f"{key} must be a positive number, got {value!r}")
+    prior = settings["field_prior"]
+    if isinstance(prior, str) and prior.lower() in ("air", "none"):
+        settings["field_prior"] = None if prior.lower() == "none" else "air"
+    elif prior is not None:
+        raise QSMConfigError(f"field_prior must be 'air' or 'none', got {prior!r}")
     rng = settings["field_range_hz"]
     if rng is not None and (not isinstance(rng, (list, tuple)) or len(rng) != 2):
         raise QSMConfigError(f"field_range_hz must be (low, high) in Hz, got {rng!r}")
@@ -276,6 +311,7 @@ def separate_fat_water(
     *,
     mask: Array | None = None,
     voxel_size_mm: ArrayLike = (1.0, 1.0, 1.0),
+    b0_dir: ArrayLike = (0.0, 0.0, 1.0),
     spectrum: str | FatSpectrum = "ismrm",
     method: str = "graphcut",
     r2star_max_per_s: float | None = None,
@@ -299,6 +335,8 @@ def separate_fat_water(
         Voxels to separate; default :func:`signal_mask` (so that air gets no separation).
     voxel_size_mm : (3,) array_like
         Voxel size, mm (anisotropic voxels weight the smoothness term).
+    b0_dir : (3,) array_like
+        B0 direction in the voxel frame (default +z); used by the object-based field prior.
     spectrum : str or FatSpectrum
         Fat model: "ismrm" (default), "hamilton", a FatSpectrum or (shifts_ppm, amplitudes).
     method : str
@@ -319,7 +357,9 @@ def separate_fat_water(
         ``max_cycles`` (graph-cut cycles, 12), ``max_iter`` (IDEAL iterations, 30), ``tol_hz``
         (IDEAL tolerance, 1e-3 Hz), ``max_shift_hz`` (largest refinement move from the selected
         field, default 0.4 · main fat shift), ``field_range_hz`` ((low, high) candidate range,
-        Hz; default one period 1/ΔTE for uniform echoes), ``chunk_voxels`` (VARPRO chunk).
+        Hz; default one period 1/ΔTE for uniform echoes), ``chunk_voxels`` (VARPRO chunk),
+        ``field_prior`` ("air", the default, or "none"/None: the object-based prior of step
+        3; its fit is recorded in ``parameters["graphcut"]["prior"]``).
 
     Returns
     -------
@@ -347,6 +387,7 @@ def separate_fat_water(
     """
     t_start = time.perf_counter()
     xp, s, te, b0, mask, voxel = _validate(signal, te_s, b0_t, mask, voxel_size_mm)
+    b0_direction = _unit_vector(b0_dir)
     settings = _resolve_options(method, options)
     method = method.lower()
     spec = get_fat_spectrum(spectrum)
@@ -390,6 +431,18 @@ def separate_fat_water(
         field, graph_info = graphcut_field_map(
             cost, mask, voxel, grid, period_hz=period, fat_shift_hz=main_fat_hz,
             smoothness=float(lam), max_cycles=settings["max_cycles"], signal_energy=energy)
+        if settings["field_prior"] == "air":
+            support = mask if mask_source == "auto" else mask | _signal_support(s)
+            air = air_dipole_field_ppm(support, voxel, b0_direction)
+            prior, prior_info = fit_air_field_prior(field, mask, air)
+            if prior is not None:
+                first = graph_info
+                field, graph_info = graphcut_field_map(
+                    cost, mask, voxel, grid, period_hz=period, fat_shift_hz=main_fat_hz,
+                    smoothness=float(lam), max_cycles=settings["max_cycles"],
+                    signal_energy=energy, field_prior_hz=prior, initial_field_hz=field)
+                graph_info["first_pass"] = first
+            graph_info["prior"] = prior_info
     else:
         field = voxelwise_field_map(cost, grid, period)
     timings["fieldmap_s"] = time.perf_counter() - t0

@@ -36,10 +36,17 @@ min-cut (Boykov, Veksler & Zabih, IEEE TPAMI 2001;23:1222; Kolmogorov & Zabih, I
 - small constant steps of 1, 2 and 4 grid steps that relax the map within its basin.
 
 Cycles over all moves stop when a whole cycle lowers the energy by less than a relative
-tolerance. The labels start at each voxel's global minimum. Disconnected parts of the mask are
-not coupled by the smoothness term; each is finally shifted by the whole number of periods
-that brings its mean closest to that of the largest part. The min-cuts run on the host
-(PyMaxflow); only the cost table moves there and the field map back.
+tolerance. The labels start at each voxel's global minimum (or at a given field map).
+Disconnected parts of the mask are not coupled by the smoothness term; each is finally shifted
+by the whole number of periods that brings its mean closest to that of the largest part. The
+min-cuts run on the host (PyMaxflow); only the cost table moves there and the field map back.
+
+With a field prior ``π`` (Hz; :mod:`qsmliver.fatwater.prior`) the smoothness term penalises
+the departure from the prior's differences instead,
+``β_uv ((ψ_u − ψ_v − (π_u − π_v)) / f_F)²``: the field may bend as steeply as the prior
+predicts (near air) at no cost. A constant offset per edge leaves every binary move
+submodular (the term above, ``2 w δ_u δ_v``, does not depend on it), and the components are
+aligned on ``ψ − π``.
 """
 
 from __future__ import annotations
@@ -121,12 +128,14 @@ def _next_minimum(minima: np.ndarray, labels: np.ndarray, direction: int,
     return np.where(hit.any(axis=1), direction * offsets[first], 0)
 
 
-def _align_components(labels: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+def _align_components(labels: np.ndarray, mask: np.ndarray, n: int,
+                      reference: np.ndarray | float = 0.0) -> np.ndarray:
     """Shift each connected component of the mask by the multiple of the period (n labels)
-    that brings its mean label closest to the mean of the largest component.
+    that brings its mean of ``labels − reference`` closest to that of the largest component.
 
     The smoothness term does not couple disconnected components, so their offsets by whole
-    periods are arbitrary; this makes the field map consistent across them.
+    periods are arbitrary; this makes the field map consistent across them (``reference``: a
+    field prior in label units, which says how far apart their fields should lie).
     """
     import scipy.ndimage as nd
 
@@ -135,7 +144,7 @@ def _align_components(labels: np.ndarray, mask: np.ndarray, n: int) -> np.ndarra
         return labels
     comp = components[mask]
     sizes = np.bincount(comp, minlength=count + 1)
-    means = np.bincount(comp, weights=labels.astype(np.float64),
+    means = np.bincount(comp, weights=labels.astype(np.float64) - reference,
                         minlength=count + 1) / np.maximum(sizes, 1)
     reference = means[int(np.argmax(sizes[1:])) + 1]
     shifts = np.rint((means - reference) / n).astype(np.int64)
@@ -149,18 +158,19 @@ def _lookup(cost: np.ndarray, labels: np.ndarray, periodic: bool) -> np.ndarray:
     return cost.reshape(-1)[np.arange(n_vox) * n + column]
 
 
-def _energy(data: np.ndarray, labels: np.ndarray, heads, tails, weights, periodic) -> float:
+def _energy(data: np.ndarray, labels: np.ndarray, heads, tails, weights, periodic,
+            offsets=0.0) -> float:
     unary = float(_lookup(data, labels, periodic).sum())
-    diff = (labels[heads] - labels[tails]).astype(np.float64)
+    diff = (labels[heads] - labels[tails]).astype(np.float64) - offsets
     return unary + float((weights * diff * diff).sum())
 
 
-def _jump_cannot_help(data, labels, amount, heads, tails, periodic) -> bool:
+def _jump_cannot_help(data, labels, amount, heads, tails, periodic, offsets=0.0) -> bool:
     """True when a constant jump by ``amount`` provably cannot lower the energy: no voxel's
     data term decreases and no neighbour pair is more than ``|amount|/2`` apart (moving any
     region by ``amount`` then only lengthens the differences across its boundary). This skips
     the costly full-volume period jumps once the map has no wraps left."""
-    if heads.size and np.abs(labels[heads] - labels[tails]).max() > abs(amount) / 2:
+    if heads.size and np.abs(labels[heads] - labels[tails] - offsets).max() > abs(amount) / 2:
         return False
     if periodic and amount % data.shape[1] == 0:
         return True
@@ -168,7 +178,7 @@ def _jump_cannot_help(data, labels, amount, heads, tails, periodic) -> bool:
     return not bool((gain > 0).any())
 
 
-def _binary_move(data, labels, proposal, heads, tails, weights, periodic):
+def _binary_move(data, labels, proposal, heads, tails, weights, periodic, offsets=0.0):
     """One exact binary move by s-t min-cut; returns the new labels.
 
     With ``x = 1`` for "take the proposal", the energy is ``Σ U_i(x_i) + Σ c_ij (1 − x_i) x_j``
@@ -183,8 +193,9 @@ def _binary_move(data, labels, proposal, heads, tails, weights, periodic):
     n_vox = labels.size
     cost0 = _lookup(data, labels, periodic)
     cost1 = _lookup(data, proposal, periodic)
-    a_u, a_v = labels[heads].astype(np.float64), labels[tails].astype(np.float64)
-    b_u, b_v = proposal[heads].astype(np.float64), proposal[tails].astype(np.float64)
+    a_u = labels[heads].astype(np.float64) - offsets
+    b_u = proposal[heads].astype(np.float64) - offsets
+    a_v, b_v = labels[tails].astype(np.float64), proposal[tails].astype(np.float64)
     e00 = weights * (a_u - a_v) ** 2
     e01 = weights * (a_u - b_v) ** 2
     e10 = weights * (b_u - a_v) ** 2
@@ -257,6 +268,8 @@ def graphcut_field_map(
     max_cycles: int = 12,
     tol: float = 1e-6,
     signal_energy: Array | None = None,
+    field_prior_hz: Array | None = None,
+    initial_field_hz: Array | None = None,
 ) -> tuple[Array, dict[str, Any]]:
     """Smooth field map minimising the VARPRO cost plus a quadratic smoothness term.
 
@@ -288,6 +301,10 @@ def graphcut_field_map(
     signal_energy : (V,) ndarray, optional
         ``||S_v||²`` of each voxel: the data term is then the relative residual (module
         docstring). Without it the residual is divided by the typical minimum residual only.
+    field_prior_hz : (V,) ndarray, optional
+        A prior field map π, Hz: the smoothness term then acts on ψ − π (module docstring).
+    initial_field_hz : (V,) ndarray, optional
+        Start from this field map (rounded to the grid) instead of each voxel's minimum.
 
     Returns
     -------
@@ -301,7 +318,8 @@ def graphcut_field_map(
     Raises
     ------
     QSMInputError
-        When the cost does not match the mask or the grid.
+        When the cost does not match the mask or the grid, or a prior or initial map does not
+        match the mask or is not finite.
     QSMConfigError
         For a non-positive smoothness.
     """
@@ -334,17 +352,34 @@ def graphcut_field_map(
     data = (data - best[:, None]) / denominator[:, None]
     heads, tails, beta = _neighbour_edges(mask_h, voxel)
     weights = float(smoothness) * beta * (step / float(fat_shift_hz)) ** 2
+    offsets = reference = 0.0
+    if field_prior_hz is not None:
+        prior = np.asarray(backend.to_numpy(field_prior_hz), dtype=np.float64).reshape(-1)
+        if prior.size != n_vox or not np.isfinite(prior).all():
+            raise QSMInputError(f"field_prior_hz needs {n_vox} finite values, got {prior.size}",
+                                field="field_prior_hz")
+        reference = prior / step
+        offsets = reference[heads] - reference[tails]
     minima = _local_minima(data, periodic)
 
-    labels = np.argmin(data, axis=1).astype(np.int64)
-    if periodic:
-        labels = np.where(labels >= n // 2, labels - n, labels)
+    if initial_field_hz is None:
+        labels = np.argmin(data, axis=1).astype(np.int64)
+        if periodic:
+            labels = np.where(labels >= n // 2, labels - n, labels)
+    else:
+        start_hz = np.asarray(backend.to_numpy(initial_field_hz), dtype=np.float64).reshape(-1)
+        if start_hz.size != n_vox or not np.isfinite(start_hz).all():
+            raise QSMInputError(f"initial_field_hz needs {n_vox} finite values, got "
+                                f"{start_hz.size}", field="initial_field_hz")
+        labels = np.rint((start_hz - grid[0]) / step).astype(np.int64)
+        if not periodic:
+            labels = np.clip(labels, 0, n - 1)
     k_fat = max(1, round(abs(fat_shift_hz) / step))
     jumps = [k_fat]
     if periodic:
         jumps += [n - k_fat, n]
     jumps += [4, 2, 1]
-    energy = _energy(data, labels, heads, tails, weights, periodic)
+    energy = _energy(data, labels, heads, tails, weights, periodic, offsets)
     history = [energy]
     tried = accepted = 0
     stats: dict[str, list[int]] = {}
@@ -359,15 +394,15 @@ def graphcut_field_map(
                 proposal = labels + _next_minimum(minima, labels, amount, periodic)
             else:
                 proposal = labels + amount
-                if _jump_cannot_help(data, labels, amount, heads, tails, periodic):
+                if _jump_cannot_help(data, labels, amount, heads, tails, periodic, offsets):
                     continue
             if not periodic:
                 proposal = np.where((proposal < 0) | (proposal >= n), labels, proposal)
             if np.array_equal(proposal, labels):
                 continue
             tried += 1
-            new = _binary_move(data, labels, proposal, heads, tails, weights, periodic)
-            new_energy = _energy(data, new, heads, tails, weights, periodic)
+            new = _binary_move(data, labels, proposal, heads, tails, weights, periodic, offsets)
+            new_energy = _energy(data, new, heads, tails, weights, periodic, offsets)
             key = f"{kind}{amount:+d}"
             stats.setdefault(key, [0, 0])[0] += 1
             if new_energy < energy - 1e-12 * abs(energy):
@@ -378,7 +413,7 @@ def graphcut_field_map(
         if cycle_start - energy <= tol * abs(cycle_start):
             break
     if periodic:
-        labels = _align_components(labels, mask_h, n)
+        labels = _align_components(labels, mask_h, n, reference)
     field = grid[0] + labels * step
     if periodic:
         field = field - period_hz * np.round(np.median(field) / period_hz)
