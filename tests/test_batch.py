@@ -74,6 +74,21 @@ def _children_alive() -> list:
             and not any(h in " ".join(p.cmdline()) for h in helpers)]
 
 
+@contextlib.contextmanager
+def _ctrl_c_raises():
+    """Python's own SIGINT handler for the block (and SIG_DFL for a child started in it).
+
+    A shell without job control starts background commands with SIGINT ignored, and Python
+    then keeps it ignored (no KeyboardInterrupt), as would a child process inheriting it: the
+    Ctrl-C tests below would fail under ``pytest &`` for a reason that is not the code's.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort") / "bids"
@@ -90,8 +105,9 @@ def completed_run(cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp("derivatives") / "qsmliver"
     command = [sys.executable, "-m", "qsmliver", "batch", str(root), str(out), "--workers", "2",
                "--level", "participant", *CONFIG]
-    child = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    with _ctrl_c_raises():  # a caught signal is reset to SIG_DFL across exec, an ignored one not
+        child = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and child.poll() is None:
@@ -357,7 +373,7 @@ def test_commit_holds_ctrl_c_back():
     from qsmliver.batch.runner import _interrupt_deferred
 
     finished = []
-    with pytest.raises(KeyboardInterrupt):
+    with _ctrl_c_raises(), pytest.raises(KeyboardInterrupt):
         with _interrupt_deferred():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)
