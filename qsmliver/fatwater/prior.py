@@ -76,16 +76,15 @@ def air_dipole_field_ppm(support: Array, voxel_size_mm: ArrayLike,
     axis): the wrap-around then meets the replicated anatomy far from the field of view, and
     no spurious air-tissue boundary is made at the edges of the field of view.
     """
-    from qsmliver.inversion.dipole import dipole_kernel
+    from qsmliver.simulate.forward import susceptibility_field_ppm
 
     xp = backend.get_array_module(support)
-    fft = backend.fft(xp)
     air = (~xp.asarray(support, dtype=bool)).astype(xp.float32)
     shape = air.shape
     pads = [(n // 2, n - n // 2) if n > 1 else (0, 0) for n in shape]
     extended = xp.pad(air, pads, mode="edge")
-    kernel = dipole_kernel(extended.shape, voxel_size_mm, b0_dir, xp=xp, dtype=xp.float32)
-    field = fft.ifftn(fft.fftn(extended) * kernel).real
+    # pad_factor 1: periodic convolution on the extended grid (see Notes)
+    field = susceptibility_field_ppm(extended, voxel_size_mm, b0_dir, pad_factor=1.0)
     crop = tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, shape, strict=True))
     return field[crop].astype(xp.float32)
 
