@@ -75,8 +75,8 @@ def _hepatic_chi_check(phantom, result):
 def test_liver_chi_follows_iron(phantom, result):
     """Acceptance: hepatic χ (region − SAT) within 0.1 ppm, slope 0.85-1.15, field < 5 Hz RMS.
 
-    Measured at 1.5 T: right lobe −0.313 (truth −0.302), left lobe 0.847 (0.898), spleen
-    −0.503 (−0.500) ppm; field 0.45 Hz RMS.
+    Measured at 1.5 T: right lobe −0.320 (truth −0.302), left lobe 0.877 (0.898), spleen
+    −0.510 (−0.500) ppm; field 0.45 Hz RMS.
     """
     _hepatic_chi_check(phantom, result)
     chi, truth = result.maps["Chimap"].data, phantom.truth["chi_ppm"]
@@ -94,6 +94,32 @@ def test_liver_chain_at_3t():
     _hepatic_chi_check(phantom, result)
     liver = phantom.masks["liver"]
     assert abs(np.median(result.maps["desc-PDFF_map"].data[liver]) - 20.0) < 2.0
+
+
+def _tissue_chi_nrmse(phantom, result):
+    from qsmliver.metrics import nrmse
+
+    tissue = result.maps["mask"].data.astype(bool) & phantom.masks["tissue"]
+    return nrmse(result.maps["Chimap"].data, phantom.truth["chi_ppm"], tissue)
+
+
+def test_liver_chain_with_four_echoes_at_1p5t():
+    """A short clinical protocol (4 echoes from 2.87 ms, ΔTE 3.2 ms at 1.5 T, as in the ISMRM
+    2012 challenge cases 15-17): the field is noisier (0.3-0.5 Hz in tissue, 12 Hz in the
+    iron-loaded left lobe), which makes TFI's normal equations stiffer. Measured: right lobe
+    +0.004, left lobe −0.004, spleen +0.038 ppm from the truth, slope 0.98, χ NRMSE over the
+    tissue 18 %. With CG truncated at 100 iterations per TFI step (before): spleen +0.110 ppm,
+    slope 0.91, tissue NRMSE 43 % -- a smooth offset of the deep organs against the fat."""
+    phantom = abdomen_phantom(shape=(48, 40, 24), voxel_size_mm=(8.0, 7.8, 8.0), b0_t=1.5,
+                              te_s=list(2.87e-3 + 3.2e-3 * np.arange(4)), snr=60,
+                              lic_mg_per_g=LIC, liver_pdff_percent=8.0, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = recon(phantom.gre, "liver", device="cpu")
+    _hepatic_chi_check(phantom, result)
+    error = _tissue_chi_nrmse(phantom, result)
+    print(f"4 echoes: tissue χ NRMSE {error:.1f} %")
+    assert error < 30.0
 
 
 def test_fat_corrected_r2star_is_unbiased_where_a_water_only_fit_is_not():
@@ -189,12 +215,10 @@ def test_liver_automatic_muscle_reference(phantom):
 
 def test_liver_chi_minus_automatic_muscle(phantom, result):
     """Liver regions and spleen minus the automatic paraspinal muscle region, against the truth
-    difference. Measured on this 8-mm phantom: -0.09 (right lobe), -0.13 (left lobe), -0.08 ppm
-    (spleen) with the Cramér-Rao data weights (-0.11, -0.17, -0.10 with per-voxel residual
-    weights, and about the same at 4-mm voxels). The mask is pure muscle; TFI's χ is
-    uniformly high over the paraspinal muscles next to the spine (χ -1.5 ppm), whereas
-    SAT-referenced χ is within 0.05 ppm. So the muscle reference is offered, but SAT stays the
-    default."""
+    difference. Measured on this 8-mm phantom: -0.028 (right lobe), -0.031 (left lobe),
+    -0.020 ppm (spleen). With TFI's CG truncated at 100 iterations per step (before) they
+    were -0.09, -0.13 and -0.08 ppm: the unconverged smooth error put TFI's χ 0.13 ppm high
+    over the paraspinal muscles next to the spine. SAT stays the default reference."""
     from qsmliver.mask import paraspinal_muscle_mask
 
     chi = result.maps["Chimap"].data
@@ -209,19 +233,22 @@ def test_liver_chi_minus_automatic_muscle(phantom, result):
         error = (np.median(chi[inside]) - reference) - (np.median(truth[inside])
                                                         - truth_reference)
         print(f"{name}: χ − muscle error {error:+.3f} ppm")
-        assert abs(error) < 0.25
+        assert abs(error) < 0.1
     spleen = _label(phantom, "spleen") & tissue
     error = (np.median(chi[spleen]) - reference) - (np.median(truth[spleen]) - truth_reference)
-    assert abs(error) < 0.25
+    print(f"spleen: χ − muscle error {error:+.3f} ppm")
+    assert abs(error) < 0.1
 
 
 def test_liver_chi_voxelwise_and_the_field_noise_map(phantom, result):
     """Weights from the Cramér-Rao bound of the fat-water fit (one noise level for the image,
     ``desc-fieldnoise_map``) keep TFI's χ close to the truth voxel by voxel inside the liver.
-    Measured on this phantom: demeaned χ NRMSE 7.1 % over the liver; 17.8 % with the earlier
-    weight from each voxel's relative fit residual, which made the iron-loaded left lobe only
-    2.4 times noisier than the right lobe where the bound says 10 times (the late echoes that
-    carry the field have decayed there), and scattered 1.5-fold (p90/p10) within a lobe."""
+    Measured on this phantom: demeaned χ NRMSE 3.9 % over the liver and 3.7 % over the whole
+    tissue (7.1 and 12.9 % with TFI's CG truncated at 100 iterations per step, which left a
+    smooth offset of the deep organs); 17.8 % over the liver with the earlier weight from each
+    voxel's relative fit residual, which made the iron-loaded left lobe only 2.4 times noisier
+    than the right lobe where the bound says 10 times (the late echoes that carry the field
+    have decayed there), and scattered 1.5-fold (p90/p10) within a lobe."""
     from qsmliver.metrics import nrmse
 
     tissue = result.maps["mask"].data.astype(bool)
@@ -234,4 +261,5 @@ def test_liver_chi_voxelwise_and_the_field_noise_map(phantom, result):
     assert np.median(noise.data[left & tissue]) > 5 * np.median(noise.data[right & tissue])
     error = nrmse(result.maps["Chimap"].data, phantom.truth["chi_ppm"], liver)
     print(f"liver χ NRMSE {error:.1f} %")
-    assert error < 12.0
+    assert error < 8.0
+    assert _tissue_chi_nrmse(phantom, result) < 8.0
