@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from qsmliver.errors import QSMNumericalError
+from qsmliver.errors import QSMConfigError, QSMNumericalError
 from qsmliver.optim import (
     LinearOperator,
     adjointness_error,
     conjugate_gradient,
+    deflation_space,
     divergence,
     gradient,
     gradient_kernel,
@@ -59,6 +60,71 @@ def test_cg_solves_spd_system(xp):
     x, info = conjugate_gradient(lambda v: a @ v, a @ truth, max_iter=200, tol=1e-12)
     assert info.converged and info.iterations <= 60
     assert float(xp.linalg.norm(x - truth) / xp.linalg.norm(truth)) < 1e-9
+
+
+def _ill_conditioned(n=200, n_small=6, seed=5):
+    """SPD matrix with ``n_small`` tiny eigenvalues (1e-5..1e-4) among others in [1, 10]."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    values = np.concatenate([np.geomspace(1e-5, 1e-4, n_small), np.linspace(1, 10, n - n_small)])
+    return (q * values) @ q.T, q[:, :n_small], rng
+
+
+def test_deflated_cg_removes_the_captured_eigenvalues(xp):
+    a, slow, rng = _ill_conditioned()
+    a, truth = xp.asarray(a), xp.asarray(rng.standard_normal(a.shape[0]))
+    b = a @ truth
+    _, plain = conjugate_gradient(lambda v: a @ v, b, max_iter=60, tol=1e-10)
+    # the slow eigenvectors, mixed and perturbed as in a real recycled space
+    vectors = [xp.asarray(slow @ rng.standard_normal(slow.shape[1]) + 1e-6 * rng.standard_normal(
+        slow.shape[0])) for _ in range(slow.shape[1])]
+    space = deflation_space(lambda v: a @ v, vectors)
+    assert space.rank == slow.shape[1]
+    x, info = conjugate_gradient(lambda v: a @ v, b, max_iter=60, tol=1e-10, deflation=space)
+    # measured: plain CG needs 128 iterations (residual 1.7e-6 at 60); deflated converges in 34
+    assert not plain.converged and info.converged and info.iterations <= 40
+    assert float(xp.linalg.norm(x - truth) / xp.linalg.norm(truth)) < 1e-6
+
+
+def test_deflated_cg_with_any_space_solves_the_same_system(xp):
+    """A random, partly dependent space with a zero vector changes the path, not the answer;
+    the residual stays orthogonal to the space."""
+    a, _, rng = _ill_conditioned(n=60, n_small=2, seed=6)
+    a, truth = xp.asarray(a), xp.asarray(rng.standard_normal(60))
+    v1, v2 = (xp.asarray(rng.standard_normal(60)) for _ in range(2))
+    space = deflation_space(lambda v: a @ v, [v1, v2, 2.0 * v1 - v2, xp.zeros(60)])
+    assert space.size == 3 and space.rank == 2  # zero skipped, dependent vector dropped
+    x, info = conjugate_gradient(lambda v: a @ v, a @ truth, max_iter=500, tol=1e-12,
+                                 deflation=space)
+    assert info.converged
+    assert float(xp.linalg.norm(x - truth) / xp.linalg.norm(truth)) < 1e-6
+    residual = a @ truth - a @ x
+    assert float(xp.abs(space.basis @ residual).max()) < 1e-9 * float(xp.linalg.norm(a @ truth))
+
+
+def test_deflation_on_a_semidefinite_system_ignores_the_null_space():
+    # A = diag(0, 1..4): a deflation vector in the null space is dropped by the cutoff
+    a = np.diag([0.0, 1.0, 2.0, 3.0, 4.0])
+    null, other = np.eye(5)[0], np.array([0.0, 1.0, 1.0, 0.0, 0.0])
+    space = deflation_space(lambda v: a @ v, [null, other])
+    assert space.rank == 1
+    b = np.array([0.0, 1.0, 4.0, 3.0, 8.0])
+    x, info = conjugate_gradient(lambda v: a @ v, b, max_iter=10, tol=1e-12, deflation=space)
+    assert info.converged
+    np.testing.assert_allclose(x, [0.0, 1.0, 2.0, 1.0, 2.0], atol=1e-10)
+
+
+def test_deflation_space_keeps_float32_and_rejects_bad_input():
+    a = np.diag(np.arange(1.0, 9.0)).astype(np.float32)
+    space = deflation_space(lambda v: a @ v, [np.ones(8, np.float32)])
+    assert space.basis.dtype == space.coarse_inverse.dtype == np.float32
+    x, _ = conjugate_gradient(lambda v: a @ v, np.ones(8, np.float32), tol=1e-5, deflation=space)
+    assert x.dtype == np.float32
+    assert deflation_space(lambda v: a @ v, [np.zeros(8, np.float32)]) is None
+    with pytest.raises(QSMConfigError, match="real"):
+        deflation_space(lambda v: v, [np.ones(4, complex)])
+    with pytest.raises(QSMConfigError, match="rcond"):
+        deflation_space(lambda v: v, [np.ones(4)], rcond=0.0)
 
 
 def test_cg_reports_non_finite_operator():

@@ -4,6 +4,7 @@ Background removal (PDF, LBV) and dipole inversion (iLSQR, TV-ADMM, MEDI, NDI) b
 solves from these, so each solver is written and tested once.
 """
 
+from qsmliver.optim.deflation import DeflationSpace, deflation_space
 from qsmliver.optim.operators import (
     LinearOperator,
     adjointness_error,
@@ -14,10 +15,12 @@ from qsmliver.optim.operators import (
 from qsmliver.optim.solvers import SolverInfo, conjugate_gradient, lsqr, soft_threshold
 
 __all__ = [
+    "DeflationSpace",
     "LinearOperator",
     "SolverInfo",
     "adjointness_error",
     "conjugate_gradient",
+    "deflation_space",
     "divergence",
     "gradient",
     "gradient_kernel",

@@ -21,6 +21,7 @@ import numpy as np
 
 from qsmliver.backend import convergence_check_interval, get_array_module
 from qsmliver.errors import QSMConfigError, QSMNumericalError
+from qsmliver.optim.deflation import DeflationSpace
 from qsmliver.optim.operators import LinearOperator
 
 __all__ = ["SolverInfo", "conjugate_gradient", "lsqr", "soft_threshold"]
@@ -130,10 +131,12 @@ def conjugate_gradient(
     tol: float = 1e-6,
     stage: str = "conjugate gradient",
     check_every: int | None = None,
+    deflation: DeflationSpace | None = None,
 ) -> tuple[Array, SolverInfo]:
     """Solve ``A x = b`` for a Hermitian positive (semi-)definite ``A`` by conjugate gradients.
 
-    Hestenes & Stiefel, J Res Natl Bur Stand 1952;49:409.
+    Hestenes & Stiefel, J Res Natl Bur Stand 1952;49:409; with ``deflation``, the deflated CG
+    of Saad et al. (SIAM J Sci Comput 2000;21:1909; :mod:`qsmliver.optim.deflation`).
 
     Parameters
     ----------
@@ -151,6 +154,11 @@ def conjugate_gradient(
     check_every : int, optional
         Test convergence (a host synchronisation) every this many iterations and at the last;
         default :func:`qsmliver.backend.convergence_check_interval` (1 on NumPy, 10 on CuPy).
+    deflation : DeflationSpace, optional
+        A subspace ``Z`` of a real system (:func:`qsmliver.optim.deflation_space`, built for
+        this ``A``): the start is corrected by the Galerkin solution in ``Z`` and every search
+        direction is kept A-orthogonal to ``Z``, which removes the eigenvalues that ``Z``
+        captures from the iteration.
 
     Returns
     -------
@@ -168,7 +176,13 @@ def conjugate_gradient(
         return xp.zeros_like(rhs), SolverInfo(0, 0.0, True)
     x = xp.zeros_like(rhs) if x0 is None else x0.astype(rhs.dtype, copy=True)
     r = rhs - apply_a(x) if x0 is not None else rhs.copy()
-    p = r.copy()
+    if deflation is not None:
+        correction, change = deflation.coarse_correction(r)
+        x += correction
+        r -= change
+        p = r - deflation.a_orthogonal_part(r)
+    else:
+        p = r.copy()
     rr = _real_inner(xp, r, r)
     every = _check_every(xp, check_every)
     iterations = 0
@@ -191,6 +205,8 @@ def conjugate_gradient(
             rr = rr_new
             break
         p = r + _ratio(rr_new, rr) * p
+        if deflation is not None:
+            p -= deflation.a_orthogonal_part(r)
         rr = rr_new
     relative = float(np.sqrt(float(rr)) / b_norm)
     if not np.isfinite(relative):
