@@ -49,6 +49,11 @@ CASES: dict[str, dict] = {
     "3T-lic0.5-3-pdff30-snr40-6mm": dict(
         shape=(64, 52, 32), voxel_size_mm=(6.0, 6.0, 6.0), b0_t=3.0, snr=40,
         lic_mg_per_g={"right_lobe": 0.5, "left_lobe": 3.0}, liver_pdff_percent=30.0, seed=12),
+    # a short clinical protocol (the ISMRM 2012 challenge's 1.5 T cases): 4 echoes, ΔTE 3.2 ms
+    "1.5T-4echo-lic2-10-pdff8-snr60-8mm": dict(
+        shape=(48, 40, 24), voxel_size_mm=(8.0, 7.8, 8.0), b0_t=1.5, snr=60,
+        te_s=[2.87e-3 + 3.2e-3 * k for k in range(4)],
+        lic_mg_per_g={"right_lobe": 2.0, "left_lobe": 10.0}, liver_pdff_percent=8.0, seed=3),
 }
 QUICK_CASE = {"quick-1.5T": dict(shape=(32, 28, 20), voxel_size_mm=(12.0, 11.0, 10.0),
                                  b0_t=1.5, snr=60, lic_mg_per_g={"right_lobe": 2.0,

@@ -107,9 +107,10 @@ def test_liver_chain_with_four_echoes_at_1p5t():
     """A short clinical protocol (4 echoes from 2.87 ms, ΔTE 3.2 ms at 1.5 T, as in the ISMRM
     2012 challenge cases 15-17): the field is noisier (0.3-0.5 Hz in tissue, 12 Hz in the
     iron-loaded left lobe), which makes TFI's normal equations stiffer. Measured: right lobe
-    +0.004, left lobe −0.004, spleen +0.038 ppm from the truth, slope 0.98, χ NRMSE over the
-    tissue 18 %. With CG truncated at 100 iterations per TFI step (before): spleen +0.110 ppm,
-    slope 0.91, tissue NRMSE 43 % -- a smooth offset of the deep organs against the fat."""
+    +0.008, left lobe +0.020, spleen +0.040 ppm from the truth, slope 0.99, χ NRMSE over the
+    tissue 18.3 %. With plain CG truncated at 100 iterations per TFI step (no deflation):
+    spleen +0.110 ppm, slope 0.91, tissue NRMSE 43 % -- a smooth offset of the deep organs
+    against the fat."""
     phantom = abdomen_phantom(shape=(48, 40, 24), voxel_size_mm=(8.0, 7.8, 8.0), b0_t=1.5,
                               te_s=list(2.87e-3 + 3.2e-3 * np.arange(4)), snr=60,
                               lic_mg_per_g=LIC, liver_pdff_percent=8.0, seed=3)
@@ -215,10 +216,11 @@ def test_liver_automatic_muscle_reference(phantom):
 
 def test_liver_chi_minus_automatic_muscle(phantom, result):
     """Liver regions and spleen minus the automatic paraspinal muscle region, against the truth
-    difference. Measured on this 8-mm phantom: -0.028 (right lobe), -0.031 (left lobe),
-    -0.020 ppm (spleen). With TFI's CG truncated at 100 iterations per step (before) they
-    were -0.09, -0.13 and -0.08 ppm: the unconverged smooth error put TFI's χ 0.13 ppm high
-    over the paraspinal muscles next to the spine. SAT stays the default reference."""
+    difference. Measured on this 8-mm phantom: -0.018 (right lobe), -0.018 (left lobe),
+    -0.008 ppm (spleen). With TFI's plain CG truncated at 100 iterations per step (no
+    deflation) they were -0.09, -0.13 and -0.08 ppm: the unconverged smooth error put TFI's
+    χ 0.13 ppm high over the paraspinal muscles next to the spine. SAT stays the default
+    reference."""
     from qsmliver.mask import paraspinal_muscle_mask
 
     chi = result.maps["Chimap"].data
@@ -243,8 +245,8 @@ def test_liver_chi_minus_automatic_muscle(phantom, result):
 def test_liver_chi_voxelwise_and_the_field_noise_map(phantom, result):
     """Weights from the Cramér-Rao bound of the fat-water fit (one noise level for the image,
     ``desc-fieldnoise_map``) keep TFI's χ close to the truth voxel by voxel inside the liver.
-    Measured on this phantom: demeaned χ NRMSE 3.9 % over the liver and 3.7 % over the whole
-    tissue (7.1 and 12.9 % with TFI's CG truncated at 100 iterations per step, which left a
+    Measured on this phantom: demeaned χ NRMSE 3.9 % over the liver and 3.6 % over the whole
+    tissue (7.1 and 12.9 % with TFI's plain CG truncated at 100 iterations per step, which left a
     smooth offset of the deep organs); 17.8 % over the liver with the earlier weight from each
     voxel's relative fit residual, which made the iron-loaded left lobe only 2.4 times noisier
     than the right lobe where the bound says 10 times (the late echoes that carry the field

@@ -129,6 +129,9 @@ def test_tfi_through_the_dispatcher(xp, small, dtype):
     assert params["preconditioner_outside"] == 5.0 and params["lam_outside"] == 0.0
     assert params["csf_reference"] is True and params["ignored_inputs"] == []
     assert params["iterations"] == 2 and len(params["history"]) == 2
+    # the second CG solve is deflated by the first update
+    assert params["deflation"] == 5
+    assert [h["deflation_rank"] for h in params["history"]] == [0, 1]
 
 
 def test_tfi_bad_input(small):
@@ -154,3 +157,6 @@ def test_tfi_bad_input(small):
         tfi(field, mask, voxel, lam_outside=-1e-4)
     with pytest.raises(QSMConfigError, match="max_iter"):
         tfi(field, mask, voxel, max_iter=0)
+    for bad in (-1, 2.5, "five", True):
+        with pytest.raises(QSMConfigError, match="deflation"):
+            tfi(field, mask, voxel, deflation=bad)
