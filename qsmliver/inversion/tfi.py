@@ -45,9 +45,9 @@ is therefore deflated (Saad Y, Yeung M, Erhel J, Guyomarc'h F. SIAM J Sci Comput
 2000;21:1909-1926; :mod:`qsmliver.optim.deflation`) with the updates of the previous
 ``deflation = 5`` outer iterations, which span much of that slow subspace: the solve starts
 from the Galerkin solution in it and keeps its search directions A-orthogonal to it. Measured
-on the abdomen phantom from raw echoes (48×40×24, 8 mm; 15 outer iterations; χ errors of
-right lobe / left lobe / spleen / kidney against the subcutaneous fat, ppm; tissue χ NRMSE;
-CG iterations in all):
+on the abdomen phantom, TFI of the pipeline's field map with its weights (48×40×24, 8 mm;
+15 outer iterations; χ errors of right lobe / left lobe / spleen / kidney against the
+subcutaneous fat, ppm; tissue χ NRMSE; CG iterations in all):
 
 ================================  ================================  =====  =====
 4 echoes at 1.5 T (ΔTE 3.2 ms)    errors                            NRMSE  CG

@@ -1,6 +1,6 @@
 """Deflation spaces for conjugate gradients over a sequence of related systems.
 
-A nonlinear solver that linearises at every outer step (lagged diffusivity in MEDI and TFI)
+A nonlinear solver that linearises at every outer step (lagged diffusivity, as in TFI)
 solves a sequence of symmetric positive (semi-)definite systems ``A_k x = b_k`` whose
 operators change little from one step to the next. When CG is truncated, what it leaves
 unsolved lies along the eigenvectors of the smallest eigenvalues, and the updates of the
@@ -16,7 +16,7 @@ Guyomarc'h F. A deflated version of the conjugate gradient algorithm. SIAM J Sci
   that the residual stays orthogonal to ``Z`` and CG works on the deflated operator, whose
   smallest eigenvalues (those captured by ``Z``) are removed.
 
-Each iteration costs ``2k`` inner products and ``2k`` vector updates more than plain CG; the
+Each iteration costs ``k`` inner products and ``k`` vector updates more than plain CG; the
 space costs ``k`` products with ``A`` to build. ``E`` is inverted in double precision with a
 relative eigenvalue cutoff, so that dependent vectors, or vectors in the null space of a
 semi-definite ``A``, are ignored instead of producing a singular coarse system.
