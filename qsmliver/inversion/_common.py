@@ -207,10 +207,15 @@ def positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
     return number
 
 
-def positive_int(name: str, value: Any) -> int:
-    """``int(value)``; QSMConfigError unless a positive integer."""
-    if isinstance(value, bool) or int(value) != value or int(value) < 1:
-        raise QSMConfigError(f"{name} must be a positive integer, got {value!r}")
+def positive_int(name: str, value: Any, *, allow_zero: bool = False) -> int:
+    """``int(value)``; QSMConfigError unless a positive (or, if allowed, zero) integer."""
+    try:
+        valid = not isinstance(value, bool) and int(value) == value >= (0 if allow_zero else 1)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        kind = "non-negative" if allow_zero else "positive"
+        raise QSMConfigError(f"{name} must be a {kind} integer, got {value!r}")
     return int(value)
 
 

@@ -75,7 +75,7 @@ from typing import Any
 
 from numpy.typing import ArrayLike
 
-from qsmliver.errors import QSMConfigError, QSMInputError
+from qsmliver.errors import QSMInputError
 from qsmliver.inversion._common import (
     DEFAULT_MIN_PAD,
     Grid,
@@ -84,6 +84,7 @@ from qsmliver.inversion._common import (
     finite_or_raise,
     make_grid,
     positive,
+    positive_int,
 )
 from qsmliver.inversion.medi import check_csf_mask, check_medi_settings, gradient_mask
 from qsmliver.optim import LinearOperator, conjugate_gradient, deflation_space
@@ -167,17 +168,6 @@ def tfi_operators(grid: Grid, weight: Array, grad_mask: Array, precond: Array,
     return ops
 
 
-def check_deflation(deflation: Any) -> int:
-    """The number of deflation vectors: a non-negative integer."""
-    try:
-        valid = not isinstance(deflation, bool) and int(deflation) == deflation >= 0
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise QSMConfigError(f"deflation must be a non-negative integer, got {deflation!r}")
-    return int(deflation)
-
-
 def _csf_projection(csf: Array):
     """``x ↦ M_CSF (x − mean_CSF x)``: an orthogonal projection (self-adjoint, idempotent)."""
     count = csf.sum()
@@ -221,6 +211,7 @@ def _tfi(grid: Grid, field: Array, weight: Array, grad_mask: Array, precond: Arr
         gradient_e = normal(y) - rhs
         # deflated CG: the slow modes left by the truncated solves of the previous steps are
         # spanned by their updates (module docstring)
+        space = None  # free the previous step's space before building this one
         space = deflation_space(normal, previous_updates) if previous_updates else None
         dy, info = conjugate_gradient(normal, -gradient_e, max_iter=cg_max_iter, tol=cg_tol,
                                       stage="total field inversion (TFI)", deflation=space)
@@ -401,7 +392,7 @@ def run_tfi(total_field_ppm, mask, voxel_size_mm, b0_dir=(0.0, 0.0, 1.0), *, wei
     p_b = positive("preconditioner_outside", preconditioner_outside)
     lam_csf, edge_percentage, max_iter, cg_max_iter, cg_tol, tol = check_medi_settings(
         lam_csf, edge_percentage, max_iter, cg_max_iter, cg_tol, tol)
-    deflation = check_deflation(deflation)
+    deflation = positive_int("deflation", deflation, allow_zero=True)
     csf_in = check_csf_mask(xp, csf_mask, field, mask_arr)
     grid = make_grid(field, mask_arr, voxel, b0, pad_fraction=pad_fraction, min_pad=min_pad)
     data = grid.embed(xp.where(mask_arr, field, 0))

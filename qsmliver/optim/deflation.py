@@ -113,19 +113,21 @@ def deflation_space(apply_a: Callable[[Array], Array], vectors: Sequence[Array],
     """
     if not (0.0 < rcond < 1.0):
         raise QSMConfigError(f"rcond must be in (0, 1), got {rcond!r}")
-    kept = []
+    kept, norms = [], []
     for vector in vectors:
-        xp = get_array_module(vector)
-        norm = float(xp.linalg.norm(vector.ravel()))
+        norm = float(get_array_module(vector).linalg.norm(vector.ravel()))
         if norm > 0.0 and np.isfinite(norm):
-            kept.append(vector / vector.dtype.type(norm))
+            kept.append(vector)
+            norms.append(norm)
     if not kept:
         return None
     xp = get_array_module(kept[0])
     if np.dtype(kept[0].dtype).kind != "f":
         raise QSMConfigError(f"deflation needs a real system, got dtype {kept[0].dtype}")
-    basis = xp.stack([v.ravel() for v in kept])
-    applied = xp.stack([apply_a(v).ravel() for v in kept])
+    basis = xp.stack([v.ravel() for v in kept])  # one copy, normalised in place
+    basis /= xp.asarray(norms, dtype=basis.dtype)[:, None]
+    shape = kept[0].shape
+    applied = xp.stack([apply_a(row.reshape(shape)).ravel() for row in basis])
     coarse = basis @ applied.T
     coarse = to_numpy(coarse).astype(np.float64)
     coarse = 0.5 * (coarse + coarse.T)
