@@ -20,8 +20,11 @@ Stages (all vectorised over voxels; the graph cut runs on the host with PyMaxflo
    better than the shim polynomial alone.
 4. T2*-IDEAL refinement of (ψ, R2*) per voxel (:mod:`qsmliver.fatwater.ideal`), within 0.4 of
    the main fat shift of the selected field; voxels whose signal is at the noise level (signal
-   energy below 3 times the median residual at the optimum, e.g. voids inside a user mask)
-   keep the selected field. Water and fat by linear least squares.
+   energy below 3 times the median residual of the refined fit, e.g. voids inside a user
+   mask) keep the selected field. So do voxels whose field the echoes cannot place (its
+   Cramér-Rao standard deviation above 0.2 of the main fat shift, e.g. R2* above ~1100 1/s
+   with the 1.5 T protocol, where the signal is gone after two echoes); their R2* is fitted
+   with the field held. Water and fat by linear least squares.
 5. PDFF with magnitude discrimination (:mod:`qsmliver.fatwater.pdff`).
 """
 
@@ -65,6 +68,16 @@ FATWATER_METHODS: tuple[str, ...] = ("graphcut", "voxelwise")
 
 #: Signal mask: a background (noise-only) voxel passes with at most this probability.
 _NOISE_FALSE_POSITIVE = 1e-9
+
+#: Signal mask: a background with at least this fraction of exactly zero voxels is known (the
+#: data are noise-free or already masked), so the lower Otsu class is noise only if it looks it.
+_ZERO_BACKGROUND_FRACTION = 0.01
+#: Signal mask: fewest voxels in a class for the echo-power test of :func:`_noise_like`.
+_NOISE_MIN_VOXELS = 30
+
+#: T2*-IDEAL refinement: where the Cramér-Rao std of the field exceeds this fraction of the main
+#: fat shift, the field is not refined (only R2* is); see :func:`_field_unresolved`.
+_UNRESOLVED_FAT_FRACTION = 0.2
 
 #: Voxels with a signal energy below this multiple of the typical residual at the optimum are
 #: at the noise level: they keep the selected (smooth) field and the grid R2*.
@@ -135,6 +148,11 @@ def signal_mask(signal: Array) -> Array:
     probability 1e-9, ``median · sqrt(χ²_2E.isf(1e-9) / χ²_2E.median)`` (3.2 times the median
     for 3 echoes, 2.0 for 12: more echoes average the noise down).
 
+    Noise-free or already masked data (at least 1 % of the voxels exactly zero) are the
+    exception: there the lower class may be tissue with nothing below it. It is taken as noise
+    only if it has the same mean power at every echo (:func:`_noise_like`); a class that decays
+    or beats with fat is tissue, and every non-zero voxel is kept.
+
     Parameters
     ----------
     signal : (X, Y, Z, E) complex ndarray
@@ -164,8 +182,14 @@ def signal_mask(signal: Array) -> Array:
     threshold = math.exp(otsu_threshold(xp.log(positive)))
     # When the lower class is background noise, tissue is anything well above it: this keeps
     # dark (iron-loaded) tissue that a third histogram mode would put below Otsu's threshold.
-    background = positive[positive <= threshold]
-    if background.size:
+    lower = (rss > 0) & (rss <= threshold)
+    background = rss[lower]
+    zero_background = rss.size - positive.size >= max(8, _ZERO_BACKGROUND_FRACTION * rss.size)
+    if zero_background and not _noise_like(signal[lower]):
+        # An exactly zero background (noise-free or already masked data) and a lower class
+        # that is not noise: that class is dark tissue, and every voxel with signal is kept.
+        threshold = 0.0
+    elif background.size:
         dof = 2 * int(signal.shape[-1])
         factor = math.sqrt(chi2.isf(_NOISE_FALSE_POSITIVE, dof) / chi2.median(dof))
         threshold = min(threshold, factor * float(xp.median(background)))
@@ -196,6 +220,45 @@ def signal_mask(signal: Array) -> Array:
         flip = small[labels]
         mask = mask & ~flip if target else mask | flip
     return mask
+
+
+def _field_unresolved(values: Array, field: Array, r2s: Array, residual: Array, weak: Array,
+                      te: np.ndarray, b0: float, spec: FatSpectrum, limit_hz: float) -> Array:
+    """Voxels whose field the echoes cannot place: Cramér-Rao std of ψ above ``limit_hz``.
+
+    The bound is taken at the selected field and grid R2* (water and fat by least squares),
+    not at the free fit, which in such voxels trades the missing decay for fat and a lower
+    R2* and so looks better determined than it is. The noise level comes from the free fit's
+    residuals (:func:`qsmliver.noise.residual_noise_level`); without residual degrees of
+    freedom (3 echoes) or for an exact fit (noise-free data) no voxel is unresolved.
+    """
+    xp = backend.get_array_module(values)
+    dof = 2 * te.size - 6
+    usable = residual[~weak] if bool((~weak).any()) else residual
+    if dof < 1 or not float(xp.median(usable)) > 0:
+        return xp.zeros(values.shape[0], dtype=bool)
+    level = residual_noise_level(usable, dof)
+    water, fat, _ = varpro_solve(values, te, b0, field, r2s, spectrum=spec)
+    std = field_crb_std_hz(water, fat, r2s, te, b0, spectrum=spec) * level
+    return ~weak & ~(std <= limit_hz)
+
+
+def _noise_like(values: Array) -> bool:
+    """Whether voxels (N, E) look like pure noise: the same mean power at every echo.
+
+    Complex Gaussian noise has a mean power σ² at every echo, so over N voxels the per-echo
+    means scatter by about 1/sqrt(N) relative; tissue decays with R2* and beats with fat. The
+    tolerance, ``1 + 8/sqrt(N)``, passes noise with near certainty and rejects a class that
+    decays by a few percent across the echo train.
+    """
+    xp = backend.get_array_module(values)
+    count = int(values.shape[0])
+    if count < _NOISE_MIN_VOXELS:
+        return False
+    power = xp.mean(values.real.astype(xp.float64) ** 2 + values.imag.astype(xp.float64) ** 2,
+                    axis=0)
+    low, high = float(power.min()), float(power.max())
+    return low > 0 and high / low < 1.0 + 8.0 / math.sqrt(count)
 
 
 def _validate(signal, te_s, b0_t, mask, voxel_size_mm):
@@ -343,7 +406,7 @@ def separate_fat_water(
         One of :data:`FATWATER_METHODS`: "graphcut" (default) or "voxelwise".
     r2star_max_per_s : float, optional
         Upper end of the R2* search, 1/s; default 2000 1/s at 1.5 T, scaled linearly with B0.
-        The refinement bounds R2* to ``[0, 1.5 · r2star_max_per_s]``.
+        The refinement keeps R2* within ``[0, r2star_max_per_s]``.
     n_field_candidates : int, optional
         Field candidates per period (:func:`~qsmliver.fatwater.varpro.field_candidates`).
     n_r2star_candidates : int, optional
@@ -447,9 +510,11 @@ def separate_fat_water(
         field = voxelwise_field_map(cost, grid, period)
     timings["fieldmap_s"] = time.perf_counter() - t0
     # Voxels whose signal energy is at the noise level (a few times the typical residual at
-    # the optimum) keep the selected field: refining them would fit noise.
+    # the optimum) keep the selected field: refining them would fit noise. The grid's best
+    # cost stands in for that residual only without refinement: it includes the grid's
+    # discretisation error, which grows with the signal (0.5 % of the energy of bright
+    # noise-free voxels), and would call a dark iron-loaded liver "noise".
     noise_energy = float(xp.median(xp.min(cost, axis=1)))
-    weak = energy < _WEAK_FACTOR * noise_energy
     step = float(grid[1] - grid[0])
     column = xp.rint((field - grid[0]) / step).astype(xp.int64)
     column = xp.mod(column, grid.size) if period is not None else xp.clip(column, 0,
@@ -460,6 +525,7 @@ def separate_fat_water(
     t0 = time.perf_counter()
     r2_bound = float(r2_grid[-1])
     refine_info: dict[str, Any] = {"refined": bool(refine)}
+    weak = energy < _WEAK_FACTOR * noise_energy
     if refine:
         max_shift = settings["max_shift_hz"]
         if max_shift is None:
@@ -467,11 +533,27 @@ def separate_fat_water(
         fit = ideal_refine(values, te, b0, field, r2s, spectrum=spec,
                            max_iter=settings["max_iter"], tol_hz=settings["tol_hz"],
                            r2star_max_per_s=r2_bound, max_shift_hz=float(max_shift))
-        field = xp.where(weak, field, fit.field_hz)
-        r2s = xp.where(weak, r2s, fit.r2star_per_s)
+        noise_energy = float(xp.median(fit.residual))
+        weak = energy < _WEAK_FACTOR * noise_energy
+        unresolved = _field_unresolved(values, field, r2s, fit.residual, weak, te, b0, spec,
+                                       _UNRESOLVED_FAT_FRACTION * abs(main_fat_hz))
+        refined_r2s = fit.r2star_per_s
+        if bool(unresolved.any()):
+            # The echoes cannot place ψ there (the signal is gone after the first echoes):
+            # keep the selected (smooth) field and fit R2* alone, instead of trading the
+            # missing decay for fat and a shifted field.
+            fixed = ideal_refine(values[unresolved], te, b0, field[unresolved],
+                                 r2s[unresolved], spectrum=spec, max_iter=settings["max_iter"],
+                                 tol_hz=settings["tol_hz"], r2star_max_per_s=r2_bound,
+                                 max_shift_hz=0.0)
+            refined_r2s = refined_r2s.copy()
+            refined_r2s[unresolved] = fixed.r2star_per_s
+        field = xp.where(weak | unresolved, field, fit.field_hz)
+        r2s = xp.where(weak, r2s, refined_r2s)
         refine_info.update(iterations=int(fit.n_iter),
                            converged_fraction=float(xp.mean(fit.converged.astype(xp.float64))),
-                           max_shift_hz=float(max_shift))
+                           max_shift_hz=float(max_shift),
+                           field_unresolved_voxels=int(unresolved.sum()))
     water, fat, res = varpro_solve(values, te, b0, field, r2s, spectrum=spec)
     refine_info["noise_level_voxels"] = int(weak.sum())
     timings["refine_s"] = time.perf_counter() - t0
