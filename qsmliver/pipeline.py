@@ -501,20 +501,32 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
     report["bgremove"] = background.parameters
     local_mask = background.mask
 
-    r2s_method, r2s_options = cfg.stage_options("r2star")
-    with timer("r2star"):
-        r2star_fit = fit_r2star(magnitude, te, method=r2s_method, mask=object_mask,
-                                **r2s_options)
-    r2star = r2star_fit.r2star_per_s
-
     reference_method = v["reference"]["method"]
+    needs_csf = reference_method == "csf" or v["inversion"].get("method") == "medi0"
+    r2star_fit = None
+    if te.size >= 2:
+        r2s_method, r2s_options = cfg.stage_options("r2star")
+        with timer("r2star"):
+            r2star_fit = fit_r2star(magnitude, te, method=r2s_method, mask=object_mask,
+                                    **r2s_options)
+    elif needs_csf:
+        raise QSMInputError("the CSF mask (χ reference 'csf', MEDI+0) comes from R2*, which "
+                            "needs at least 2 echoes; this acquisition has 1: use reference "
+                            "'mean' and another inversion",
+                            gre.source_files[0] if gre.source_files else None, "EchoTime")
+    else:
+        # Single-echo GRE (common for QSM): the field is the unwrapped phase over TE, and its
+        # echo-independent phase offset stays in it as a smooth, mostly harmonic term that
+        # background removal takes out. No R2* map.
+        report["r2star"] = {"skipped": "one echo: R2* needs at least 2"}
+
     if reference_method in ("sat", "muscle"):
         raise QSMConfigError(f"χ reference {reference_method!r} is for the abdomen; the brain "
                              "takes mean, csf, roi or none")
     user_reference_roi(reference_method, reference_roi, gre.shape, target)  # fail early
     csf = None
-    if reference_method == "csf" or v["inversion"].get("method") == "medi0":
-        csf = csf_mask_from_r2star(r2star, local_mask, voxel)
+    if needs_csf:
+        csf = csf_mask_from_r2star(r2star_fit.r2star_per_s, local_mask, voxel)
     method, options = cfg.stage_options("inversion")
     with timer("inversion"):
         inversion = invert_dipole(background.local_field_ppm, local_mask, voxel, b0_dir,
@@ -544,14 +556,15 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
         "mask": QuantitativeMap(to_host(local_mask), "mask", "1", affine,
                                 method="background-removal mask",
                                 parameters={"automatic": mask is None}),
-        "R2starmap": QuantitativeMap(to_host(r2star), "R2starmap", "1/s", affine,
-                                     method=r2star_fit.method,
-                                     parameters=r2star_fit.parameters),
         "desc-fieldnoise_map": QuantitativeMap(
             to_host(xp.where(object_mask, noise_hz, 0)), "desc-fieldnoise_map", "Hz",
             affine, method=f"field:{field_method} (Cramér-Rao, noise level from the residual)",
             parameters={}),
     }
+    if r2star_fit is not None:
+        maps["R2starmap"] = QuantitativeMap(to_host(r2star_fit.r2star_per_s), "R2starmap",
+                                            "1/s", affine, method=r2star_fit.method,
+                                            parameters=r2star_fit.parameters)
     provenance = {
         "Software": "qsmliver", "Version": __version__, "Device": str(target),
         "Anatomy": v["anatomy"], "Timings_s": timer.timings,
