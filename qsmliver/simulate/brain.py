@@ -69,6 +69,7 @@ from qsmliver.errors import QSMConfigError
 from qsmliver.geometry import centred_affine
 from qsmliver.simulate.forward import shim_coordinates, susceptibility_field_ppm
 from qsmliver.simulate.phantom import Phantom
+from qsmliver.simulate.resample import block_mean, kspace_downsample
 from qsmliver.simulate.signal import add_complex_noise, gre_signal
 
 __all__ = [
@@ -242,16 +243,40 @@ def _axes_mm(shape: Sequence[int], voxel: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _inside(s: _Shape, axes: list[np.ndarray], half_fov: np.ndarray, voxel: np.ndarray):
-    """Boolean mask of one structure (semi-axes at least one voxel)."""
+def _inside(s: _Shape, axes: list[np.ndarray], half_fov: np.ndarray,
+            min_semi_mm: np.ndarray):
+    """Boolean mask of one structure (semi-axes at least ``min_semi_mm``)."""
     center = np.asarray(s.center) * half_fov
-    semi = np.maximum(np.asarray(s.semi) * half_fov, voxel)
+    semi = np.maximum(np.asarray(s.semi) * half_fov, min_semi_mm)
     d = [(a - c) / r for a, c, r in zip(axes, center, semi, strict=True)]
     if s.kind == "ellipsoid":
         return d[0] ** 2 + d[1] ** 2 + d[2] ** 2 <= 1.0
     others = [i for i in range(3) if i != s.axis]
     radial = d[others[0]] ** 2 + d[others[1]] ** 2 <= 1.0
     return radial & (np.abs(d[s.axis]) <= 1.0)
+
+
+def _anatomy(shape: tuple[int, ...], voxel: np.ndarray,
+             min_semi_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label map of the structures (painted in order) and the brain (intracranial) mask."""
+    axes = _axes_mm(shape, voxel)
+    half_fov = np.asarray(shape) * voxel / 2.0
+    labels = np.zeros(shape, dtype=np.int16)
+    brain = None
+    for s in _STRUCTURES:
+        inside = _inside(s, axes, half_fov, min_semi_mm)
+        labels[inside] = s.label
+        if s.name == "csf":
+            brain = inside.copy()
+    assert brain is not None
+    return labels, brain
+
+
+def _has_signal(labels: np.ndarray, proton_density: np.ndarray) -> np.ndarray:
+    """Voxels with MR signal: not air, non-zero proton density."""
+    no_signal = np.isin(labels, [v for v, n in BRAIN_LABELS.items()
+                                 if LABEL_TISSUE[n] in _NO_SIGNAL])
+    return ~no_signal & (proton_density > 0)
 
 
 def _smooth_field(shape, rng: np.random.Generator, n_waves: int = 8) -> np.ndarray:
@@ -329,6 +354,7 @@ def brain_phantom(
     phi0_amplitude_rad: float = 1.0,
     pad_factor: float = 2.0,
     field_kernel: str = "cuboid",
+    oversample: int = 1,
     seed: int = 0,
 ) -> Phantom:
     """Multi-echo GRE of a numerical head with brain anatomy and known χ, field and R2*.
@@ -371,6 +397,18 @@ def brain_phantom(
         sources is harmonic inside the brain. "kspace": the sampled continuous k-space kernel
         that the inversions use, as in qsm-forward and the QSM challenges' simulations (an
         "inverse crime": the inversion sees exactly its own model, notably next to the skull).
+    oversample : int
+        1 (default): anatomy, fields and signal are computed on the acquired grid, the field
+        sampled at the voxel centres. ``n > 1``: they are computed on a grid ``n`` times finer
+        along each axis and each echo is then band-limited to the acquired grid by cropping
+        its spectrum (:func:`qsmliver.simulate.resample.kspace_downsample`), as a scanner
+        acquires it (partial volumes, intravoxel dephasing). The truth fields are band-limited
+        the same way; χ, R2* and ``water`` are the mean over each acquired voxel; labels and
+        masks are the acquired grid's. This is the realistic model when B0 is oblique to the
+        voxel axes: the field of piecewise-constant χ sampled at voxel centres aliases
+        spectral content beyond the grid's band, which the k-space dipole kernel of the
+        inversions (exact for band-limited data) does not describe. Costs ``n³`` in memory
+        and time.
     seed : int
         Seed of the texture, shading, φ0, shim and noise; the noise-free part does not
         depend on ``snr``.
@@ -409,17 +447,15 @@ def brain_phantom(
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
     )
 
-    # --- anatomy -------------------------------------------------------------------------
-    axes = _axes_mm(shape, voxel)
-    half_fov = np.asarray(shape) * voxel / 2.0
-    labels = np.zeros(shape, dtype=np.int16)
-    brain = None
-    for s in _STRUCTURES:
-        inside = _inside(s, axes, half_fov, voxel)
-        labels[inside] = s.label
-        if s.name == "csf":
-            brain = inside.copy()
-    assert brain is not None
+    if isinstance(oversample, bool) or int(oversample) != oversample or oversample < 1:
+        raise QSMConfigError(f"oversample must be a positive integer, got {oversample!r}")
+    factor = int(oversample)
+
+    # --- anatomy (on the fine grid when oversampling; structure sizes floored at one
+    # acquired voxel either way, so that the fine anatomy is the acquired grid's) ---------
+    fine_shape = tuple(n * factor for n in shape)
+    fine_voxel = voxel / factor
+    labels, brain = _anatomy(fine_shape, fine_voxel, min_semi_mm=voxel)
     label_names = dict(BRAIN_LABELS)
 
     # per-label lookup tables
@@ -439,11 +475,9 @@ def brain_phantom(
     texture_labels = [v for v, n in label_names.items()
                       if LABEL_TISSUE[n] in ("grey_matter", "white_matter")]
     textured = np.isin(labels, texture_labels)
-    chi[textured] += texture_ppm * _smooth_field(shape, rng_texture)[textured]
+    chi[textured] += texture_ppm * _smooth_field(fine_shape, rng_texture)[textured]
 
-    no_signal = np.isin(labels, [v for v, n in label_names.items()
-                                 if LABEL_TISSUE[n] in _NO_SIGNAL])
-    head = ~no_signal & (pd > 0)
+    head = _has_signal(labels, pd)
     pd[~head] = 0.0
     r2s[~head] = 0.0
 
@@ -452,21 +486,31 @@ def brain_phantom(
     inside_head_outline = labels != 0
     source_total = np.where(inside_head_outline, chi - chi_air, 0.0)
     source_local = np.where(brain, chi, 0.0)
-    local = susceptibility_field_ppm(source_local, voxel, b0, pad_factor=pad_factor,
+    local = susceptibility_field_ppm(source_local, fine_voxel, b0, pad_factor=pad_factor,
                                      kernel=field_kernel)
-    external = susceptibility_field_ppm(source_total - source_local, voxel, b0,
+    external = susceptibility_field_ppm(source_total - source_local, fine_voxel, b0,
                                         kernel=field_kernel, pad_factor=pad_factor)
-    shim = shim_ppm * _shim_polynomial(shape, voxel, rng_shim, head)
+    shim = shim_ppm * _shim_polynomial(fine_shape, fine_voxel, rng_shim, head)
     background = external + shim
-    total = local + background
-    field_hz = total * (GYROMAGNETIC_RATIO_HZ_PER_T * b0_t * 1e-6)
 
     # --- signal --------------------------------------------------------------------------
-    shading = 1.0 + b1_shading * _smooth_field(shape, rng_b1, n_waves=3)
+    shading = 1.0 + b1_shading * _smooth_field(fine_shape, rng_b1, n_waves=3)
     water = pd * shading
-    phi0 = phi0_amplitude_rad * _smooth_field(shape, rng_phi0, n_waves=3)
-    signal = gre_signal(water, np.zeros(shape), te, b0_t, r2star_per_s=r2s,
+    phi0 = phi0_amplitude_rad * _smooth_field(fine_shape, rng_phi0, n_waves=3)
+    field_hz = (local + background) * (GYROMAGNETIC_RATIO_HZ_PER_T * b0_t * 1e-6)
+    signal = gre_signal(water, np.zeros(fine_shape), te, b0_t, r2star_per_s=r2s,
                         field_hz=field_hz, phi0_rad=phi0, dtype=np.complex64)
+    if factor > 1:
+        # what the scanner acquires: the central 1/factor of the spectrum of each echo. The
+        # fields are band-limited the same way (their linear part of the phase); tissue
+        # properties are averaged over each acquired voxel.
+        signal = kspace_downsample(signal, factor)
+        local, background = (kspace_downsample(f, factor) for f in (local, background))
+        chi, r2s, water, phi0 = (block_mean(a, factor) for a in (chi, r2s, water, phi0))
+        labels, brain = _anatomy(shape, voxel, min_semi_mm=voxel)
+        head = _has_signal(labels, pd_lut[labels])
+    total = local + background
+    field_hz = total * (GYROMAGNETIC_RATIO_HZ_PER_T * b0_t * 1e-6)
     sigma = None
     if snr is not None:
         mean_brain = float(np.abs(signal[..., 0][brain & head]).mean())
@@ -493,6 +537,7 @@ def brain_phantom(
         "phi0_amplitude_rad": float(phi0_amplitude_rad),
         "pad_factor": float(pad_factor),
         "field_kernel": field_kernel,
+        "oversample": factor,
         "seed": int(seed),
         "labels": {str(k): v for k, v in label_names.items()},
         "label_tissue": dict(LABEL_TISSUE),
