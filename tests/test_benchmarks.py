@@ -112,6 +112,24 @@ def test_brain_chains_benchmark_smoke(tmp_path, field_kernel):
         assert row["nrmse_common_percent"] > 0
 
 
+def test_brain_oblique_benchmark_smoke(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "brain_oblique.py"), "--quick", "--output",
+         str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "brain-oblique-quick-cpu.json").read_text())
+    assert [(c["model"], c["tilt_deg"]) for c in record["cases"]] == [
+        ("point-cuboid", 25.0), ("point-kspace", 25.0), ("band-limited", 25.0)]
+    for case in record["cases"]:
+        assert set(case["chain"]) == {"resharp+medi (default)", "pdf+medi"}
+        assert set(case["local_field_nrmse_percent"]) == {"resharp", "pdf"}
+        assert case["medi_given_local"]["nrmse_percent"] > 0
+        for row in case["chain"].values():
+            assert 0.0 < row["coverage"] <= 1.0 and row["seconds"] > 0
+
+
 def test_liver_chains_benchmark_smoke(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "liver_chains.py"), "--quick", "--output",
