@@ -69,7 +69,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "anatomy": "brain",
     "device": "auto",
     "dtype": "float32",
-    "field": {"method": "complex", "unwrap": "quality", "exclude_aliased": True},
+    "field": {"method": "complex", "unwrap": "quality", "exclude_aliased": True,
+              "offset_smoothing_mm": 4.5},
     "mask": {"separation_mm": 4.0, "erode_mm": 0.0, "phase_quality": True},
     "bipolar": {"correct": False, "readout_axis": "auto"},
     "fatwater": {"method": "graphcut"},
@@ -150,7 +151,13 @@ class ReconConfig:
         for name, value, allowed in checks:
             if value not in allowed:
                 raise QSMConfigError(f"{name} = {value!r} is not one of {', '.join(allowed)}")
-        unknown_field = set(v["field"]) - {"method", "unwrap", "exclude_aliased"}
+        unknown_field = set(v["field"]) - {"method", "unwrap", "exclude_aliased",
+                                           "offset_smoothing_mm"}
+        smoothing = v["field"].get("offset_smoothing_mm", 0.0)
+        if (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float))
+                or not smoothing >= 0):
+            raise QSMConfigError(f"field.offset_smoothing_mm = {smoothing!r} must be a "
+                                 "non-negative number (mm; 0: per-voxel φ0)")
         unknown_mask = set(v["mask"]) - {"separation_mm", "erode_mm", "phase_quality",
                                           "threshold", "threshold_scale"}
         unknown_reference = set(v["reference"]) - {"method", "value_ppm"}
@@ -471,9 +478,12 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
                                                       "threshold_scale") if k in v["mask"]}
             object_mask = brain_mask(magnitude, voxel, **mask_options)
     field_method, field_unwrap = v["field"]["method"], v["field"]["unwrap"]
+    offset_smoothing_mm = float(v["field"].get("offset_smoothing_mm",
+                                               DEFAULT_CONFIG["field"]["offset_smoothing_mm"]))
     with timer("field"):
         fit = estimate_field(signal, te, mask=object_mask, voxel_size_mm=voxel,
-                             method=field_method, unwrap_method=field_unwrap)
+                             method=field_method, unwrap_method=field_unwrap,
+                             offset_smoothing_mm=offset_smoothing_mm)
     if mask is None and (v["mask"].get("phase_quality") or v["mask"].get("erode_mm")):
         with timer("mask_refine"):
             object_mask = brain_mask(magnitude, voxel, **{
@@ -550,7 +560,10 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
                                   parameters={**inversion.parameters, **reference_info}),
         "fieldmap": QuantitativeMap(to_host(field_hz), "fieldmap", "Hz", affine,
                                     method=f"field:{field_method}+unwrap:{field_unwrap}",
-                                    parameters={"EchoTime_s": te.tolist()}),
+                                    parameters={"EchoTime_s": te.tolist(),
+                                                "OffsetSmoothing_mm": (
+                                                    offset_smoothing_mm
+                                                    if field_method == "complex" else None)}),
         "desc-localfield_map": local_field_map(background, inversion, local_mask, voxel,
                                                b0_dir, affine),
         "mask": QuantitativeMap(to_host(local_mask), "mask", "1", affine,

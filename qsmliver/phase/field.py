@@ -29,7 +29,7 @@ from qsmliver.noise import residual_noise_level
 from qsmliver.phase.unwrap import TWO_PI, unwrap, wrap_to_pi
 
 __all__ = ["FieldFit", "field_noise_std_hz", "fit_field_complex", "fit_field_linear",
-           "unwrap_field"]
+           "refit_field_fixed_offset", "unwrap_field"]
 
 Array = Any
 
@@ -213,6 +213,58 @@ def fit_field_complex(signal: Array, te_s: ArrayLike, *, max_iter: int = 20,
     return FieldFit(field_hz, std_hz, wrap_to_pi(phi0).astype(real_dtype),
                     aliasing_period_hz=1.0 / delta_te, apriori_std_hz=apriori_hz,
                     residual_dof=max(te.size - 2, 0))
+
+
+def refit_field_fixed_offset(signal: Array, te_s: ArrayLike, field_hz: Array,
+                             phase_offset_rad: Array, *, max_iter: int = 5,
+                             tol_rad: float = 1e-4) -> Array:
+    """The field of ``S_n = |S_n| exp(i(φ0 + 2π f TE_n))`` with φ0 given, Hz.
+
+    Gauss-Newton on ``f`` alone from ``field_hz`` (an unwrapped estimate), minimising
+    ``Σ_n |S_n|² sin²(∠S_n − φ0 − 2π f TE_n)``: each step is the magnitude²- and TE-weighted
+    least-squares slope through the origin of the wrapped residual phase (the weighting of
+    :func:`fit_field_linear`). With φ0 smoothed (:func:`qsmliver.phase.offset.smooth_phase_offset`)
+    the frequency no longer trades off against a per-voxel offset, which in a two-parameter
+    fit absorbs noise and the departure of band-limited echoes from one frequency per voxel.
+    The residual phase must stay within ±π (the start is near the solution).
+
+    Parameters
+    ----------
+    signal : (X, Y, Z, E) complex array
+    te_s : (E,) array_like
+        Echo times, seconds.
+    field_hz : (X, Y, Z) real array
+        Starting field (unwrapped), Hz.
+    phase_offset_rad : (X, Y, Z) real array
+        φ0, radians.
+    max_iter : int
+    tol_rad : float
+        Stop when the largest update of ``2π f`` times the largest TE is below this, radians.
+
+    Returns
+    -------
+    (X, Y, Z) real array
+        Field, Hz, in the precision of ``field_hz``.
+    """
+    te = _check(signal, te_s)
+    xp = get_array_module(signal)
+    real_dtype = field_hz.dtype
+    te_x = xp.asarray(te, dtype=real_dtype)
+    w = xp.abs(signal).astype(real_dtype) ** 2
+    s2 = (w * te_x**2).sum(axis=-1)
+    valid = s2 > 0
+    s2 = xp.where(valid, s2, 1)
+    phase = xp.angle(signal).astype(real_dtype)
+    omega = TWO_PI * field_hz.astype(real_dtype)
+    every = convergence_check_interval(xp)
+    for iteration in range(1, max_iter + 1):
+        misfit = xp.sin(phase - phase_offset_rad[..., None] - omega[..., None] * te_x)
+        d_omega = xp.where(valid, (w * misfit * te_x).sum(axis=-1) / s2, 0)
+        omega = omega + d_omega
+        if ((iteration % every == 0 or iteration == max_iter)
+                and float(xp.abs(d_omega).max()) * float(te.max()) < tol_rad):
+            break
+    return (omega / TWO_PI).astype(real_dtype)
 
 
 def field_noise_std_hz(fit: FieldFit, mask: Array | None = None) -> Array:

@@ -17,7 +17,7 @@ from qsmliver.backend import get_array_module, ndimage
 from qsmliver.errors import QSMInputError
 from qsmliver.phase.unwrap import unwrap
 
-__all__ = ["estimate_phase_offset", "remove_phase_offset"]
+__all__ = ["estimate_phase_offset", "remove_phase_offset", "smooth_phase_offset"]
 
 Array = Any
 
@@ -72,14 +72,56 @@ def estimate_phase_offset(signal: Array, te_s: ArrayLike, *, mask: Array | None 
                                   voxel_size_mm=voxel_size_mm)
     slope = difference_unwrapped * (te[a] / (te[b] - te[a]))
     offset = s_a * xp.exp(-1j * slope.astype(difference.dtype))
+    return _smooth_phasor(offset, mask, voxel_size_mm, smoothing_mm).astype(difference.dtype)
+
+
+def _smooth_phasor(phasor: Array, mask: Array | None, voxel_size_mm: ArrayLike,
+                   smoothing_mm: float) -> Array:
+    """Angle of ``phasor`` (magnitude-weighted unit phasors) smoothed by a Gaussian."""
+    xp = get_array_module(phasor)
     if mask is not None:
-        offset = xp.where(mask, offset, 0)
+        phasor = xp.where(mask, phasor, 0)
     if smoothing_mm > 0:
         sigma = smoothing_mm / np.asarray(voxel_size_mm, dtype=float)
         nd = ndimage(xp)
-        offset = (nd.gaussian_filter(offset.real, sigma)
-                  + 1j * nd.gaussian_filter(offset.imag, sigma))
-    return xp.angle(offset).astype(difference.dtype)
+        phasor = (nd.gaussian_filter(phasor.real, sigma)
+                  + 1j * nd.gaussian_filter(phasor.imag, sigma))
+    return xp.angle(phasor)
+
+
+def smooth_phase_offset(phase_offset_rad: Array, magnitude: Array, *, mask: Array | None = None,
+                        voxel_size_mm: ArrayLike = (1.0, 1.0, 1.0),
+                        smoothing_mm: float = 4.5) -> Array:
+    """A per-voxel phase offset φ0 smoothed as MCPC-3D-S smooths it (Eckstein et al. 2018).
+
+    ``∠ G_σ * (|S_1| exp(i φ0))`` inside ``mask``: φ0 (transceiver phase) varies slowly, so
+    its voxel-scale variation in a per-voxel fit is error (noise, and the departure of
+    band-limited echoes from a single frequency per voxel) that the smoothing removes.
+
+    Parameters
+    ----------
+    phase_offset_rad : (X, Y, Z) real array
+        φ0 per voxel, radians (e.g. :attr:`qsmliver.phase.field.FieldFit.phase_offset_rad`).
+    magnitude : (X, Y, Z) real array
+        Weights (the first echo's magnitude).
+    mask : (X, Y, Z) bool array, optional
+        Voxels that contribute (default: all).
+    voxel_size_mm : (3,) array_like
+    smoothing_mm : float
+        Gaussian σ, mm (0: none).
+
+    Returns
+    -------
+    (X, Y, Z) real array
+        Smoothed φ0, radians, in ``[-π, π]``, in the input's precision.
+    """
+    xp = get_array_module(phase_offset_rad)
+    if not smoothing_mm >= 0:
+        raise QSMInputError(f"smoothing_mm must be non-negative, got {smoothing_mm}",
+                            field="smoothing_mm")
+    phasor = magnitude * xp.exp(1j * phase_offset_rad)
+    return _smooth_phasor(phasor, mask, voxel_size_mm, smoothing_mm).astype(
+        phase_offset_rad.dtype, copy=False)
 
 
 def remove_phase_offset(signal: Array, phase_offset_rad: Array) -> Array:
