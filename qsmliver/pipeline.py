@@ -70,7 +70,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "device": "auto",
     "dtype": "float32",
     "field": {"method": "complex", "unwrap": "quality", "exclude_aliased": True,
-              "offset_smoothing_mm": 4.5},
+              "offset_smoothing_mm": 6.0},
     "mask": {"separation_mm": 4.0, "erode_mm": 0.0, "phase_quality": True},
     "bipolar": {"correct": False, "readout_axis": "auto"},
     "fatwater": {"method": "graphcut"},

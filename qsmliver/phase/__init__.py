@@ -71,14 +71,14 @@ __all__ = [
 #: and "linear" (MCPC-3D-S offset removal, spatial + temporal unwrapping, weighted linear fit).
 FIELD_METHODS = ("complex", "linear")
 
-#: Gaussian σ (mm) of the φ0 smoothing after the complex fit (0: per-voxel φ0). Measured on
-#: the brain phantom (64×64×48, 3 mm, truth mask, default chain, χ NRMSE / DGM slope), per-voxel
-#: φ0 against 4.5 mm: simulated finer and band-limited (``oversample=2``) 81.4 % / 0.68 →
-#: 62.4 % / 0.79, at SNR 30 97.0 → 69.1 %; the default phantom at SNR 30 44.2 → 36.7 %, at
-#: SNR 100 29.4 → 29.1 %; a steep φ0 (3 rad amplitude) 29.7 → 31.2 % (the Gaussian's bias
-#: grows with σ² times the curvature of φ0: 33.8 % at 6 mm). TFI, whose precision on the
-#: point-sampled phantom is at the level of that bias, loses 2-7 points there (README).
-DEFAULT_OFFSET_SMOOTHING_MM = 4.5
+#: σ (mm) of the window of the φ0 smoothing after the complex fit (0: per-voxel φ0). Measured
+#: on the brain phantom (64×64×48, 3 mm, truth mask, default chain, χ NRMSE / DGM slope),
+#: per-voxel φ0 against 6 mm: simulated finer and band-limited (``oversample=2``) 81.4 % / 0.68
+#: → 62.8 % / 0.79, at SNR 30 97.0 → 69.4 %; the default phantom at SNR 30 44.2 → 36.6 %, at
+#: SNR 100 29.4 → 29.3 %; a steep φ0 (3 rad amplitude) 29.7 → 30.2 %. A plain Gaussian
+#: average (zeroth order, σ 4.5 mm) did as well on band-limited echoes but was biased at the
+#: mask's edge (0.04 rad), which cost TFI 2-7 points on the point-sampled phantom.
+DEFAULT_OFFSET_SMOOTHING_MM = 6.0
 
 Array = Any
 
@@ -105,10 +105,10 @@ def estimate_field(signal: Array, te_s: ArrayLike, *, mask: Array | None = None,
         Spatial unwrapping. "laplacian" is not congruent: the field is then only correct up
         to a harmonic function, which background removal takes out.
     offset_smoothing_mm : float
-        "complex" only: after the fit and its spatial unwrapping, φ0 is smoothed with a
-        Gaussian of this σ (:func:`smooth_phase_offset`, as MCPC-3D-S smooths it) and the
-        field refitted with φ0 fixed (:func:`refit_field_fixed_offset`). 0 keeps the
-        per-voxel φ0 of the two-parameter fit. See :data:`DEFAULT_OFFSET_SMOOTHING_MM`.
+        "complex" only: after the fit and its spatial unwrapping, φ0 is smoothed over a
+        Gaussian window of this σ (:func:`smooth_phase_offset`) and the field refitted with
+        φ0 fixed (:func:`refit_field_fixed_offset`). 0 keeps the per-voxel φ0 of the
+        two-parameter fit. See :data:`DEFAULT_OFFSET_SMOOTHING_MM`.
 
     Returns
     -------

@@ -89,14 +89,77 @@ def _smooth_phasor(phasor: Array, mask: Array | None, voxel_size_mm: ArrayLike,
     return xp.angle(phasor)
 
 
+def _local_linear_intercept(values: Array, weight: Array, sigma_vox: np.ndarray) -> Array:
+    """Intercept of a weighted local-linear (first-order) fit of ``values`` at every voxel.
+
+    Minimises ``Σ_y G(x − y) w(y) (v(y) − a(x) − b(x)·(y − x))²`` and returns ``a``: the
+    first-order normalised convolution of Knutsson & Westin (CVPR 1993). Unlike a Gaussian
+    average (the zeroth-order one) it is unbiased for a linear trend, also where the window is
+    cut by the edge of ``w``. The moments about ``x`` are Gaussian-derivative filters
+    (``Σ G w (y − x)_i = σ_i² ∂_i(G * w)``, ``Σ G w (y − x)_i² = σ_i⁴ ∂_i²(G * w) + σ_i² G * w``),
+    so no coordinate arrays (and no cancellation) are needed. Where the weight vanishes the
+    intercept is 0.
+    """
+    xp = get_array_module(values)
+    nd = ndimage(xp)
+    sig = [float(x) for x in sigma_vox]
+
+    def filt(a, axes=()):
+        order = [0, 0, 0]
+        for axis in axes:
+            order[axis] += 1
+        out = nd.gaussian_filter(a, sig, order=order)
+        for axis in axes:  # Σ G a (y − x)_i = σ_i² ∂_i(G * a), per derivative
+            out = out * sig[axis] ** 2
+        return out
+
+    m0 = filt(weight)
+    scale = float(m0.max()) if m0.size else 0.0
+    if scale <= 0:
+        return xp.zeros_like(values)
+    wv = weight * values
+    rhs_moments = [filt(wv)] + [filt(wv, (i,)) for i in range(3)]
+    first = [filt(weight, (i,)) for i in range(3)]
+    second = {}
+    for i in range(3):
+        for j in range(i, 3):
+            # ∂²(G * w) σ⁴ is Σ G w ((y − x)² − σ²): add σ² m0 back on the diagonal
+            second[i, j] = filt(weight, (i, j)) + (sig[i] ** 2 * m0 if i == j else 0)
+    # a tiny ridge keeps the slope well posed where the window sees one plane of voxels
+    ridge = 1e-6 * scale * max(s**2 for s in sig)
+    intercept = xp.zeros_like(values)
+    identity = xp.eye(4, dtype=values.dtype)
+    slab = max(1, 2**20 // max(1, int(np.prod(values.shape[1:]))))  # ~1 M systems at a time
+    for start in range(0, values.shape[0], slab):
+        part = slice(start, start + slab)
+        system = xp.empty((*m0[part].shape, 4, 4), dtype=values.dtype)
+        system[..., 0, 0] = m0[part]
+        for i in range(3):
+            system[..., 0, i + 1] = system[..., i + 1, 0] = first[i][part]
+            for j in range(i, 3):
+                system[..., i + 1, j + 1] = system[..., j + 1, i + 1] = second[i, j][part]
+            system[..., i + 1, i + 1] += ridge
+        rhs = xp.stack([moment[part] for moment in rhs_moments], axis=-1)
+        valid = m0[part] > 1e-6 * scale
+        system = xp.where(valid[..., None, None], system, identity)
+        rhs = xp.where(valid[..., None], rhs, 0)
+        intercept[part] = xp.linalg.solve(system, rhs[..., None])[..., 0, 0]
+    return intercept
+
+
 def smooth_phase_offset(phase_offset_rad: Array, magnitude: Array, *, mask: Array | None = None,
                         voxel_size_mm: ArrayLike = (1.0, 1.0, 1.0),
-                        smoothing_mm: float = 4.5) -> Array:
-    """A per-voxel phase offset φ0 smoothed as MCPC-3D-S smooths it (Eckstein et al. 2018).
+                        smoothing_mm: float = 6.0) -> Array:
+    """A per-voxel phase offset φ0, smoothed as MCPC-3D-S smooths it, without its edge bias.
 
-    ``∠ G_σ * (|S_1| exp(i φ0))`` inside ``mask``: φ0 (transceiver phase) varies slowly, so
-    its voxel-scale variation in a per-voxel fit is error (noise, and the departure of
-    band-limited echoes from a single frequency per voxel) that the smoothing removes.
+    φ0 (transceiver phase) varies slowly, so its voxel-scale variation in a per-voxel fit is
+    error (noise, and the departure of band-limited echoes from one frequency per voxel).
+    MCPC-3D-S (Eckstein et al. 2018) smooths ``|S_1| exp(i φ0)`` with a Gaussian; that average
+    is biased wherever φ0 has a gradient and the window is cut by the mask (0.04 rad at the
+    brain's edge on the phantom, more than the noise it removes). Here the Gaussian average is
+    the reference, and the residual phase is fitted by a magnitude-weighted local plane
+    under the same Gaussian window (first-order normalised convolution, Knutsson & Westin,
+    CVPR 1993), whose intercept is unbiased for a linear φ0 up to the edge.
 
     Parameters
     ----------
@@ -108,7 +171,7 @@ def smooth_phase_offset(phase_offset_rad: Array, magnitude: Array, *, mask: Arra
         Voxels that contribute (default: all).
     voxel_size_mm : (3,) array_like
     smoothing_mm : float
-        Gaussian σ, mm (0: none).
+        Gaussian σ of the window, mm (0: no smoothing).
 
     Returns
     -------
@@ -119,9 +182,17 @@ def smooth_phase_offset(phase_offset_rad: Array, magnitude: Array, *, mask: Arra
     if not smoothing_mm >= 0:
         raise QSMInputError(f"smoothing_mm must be non-negative, got {smoothing_mm}",
                             field="smoothing_mm")
+    if smoothing_mm == 0:
+        return xp.array(phase_offset_rad, copy=True)
+    dtype = phase_offset_rad.dtype
     phasor = magnitude * xp.exp(1j * phase_offset_rad)
-    return _smooth_phasor(phasor, mask, voxel_size_mm, smoothing_mm).astype(
-        phase_offset_rad.dtype, copy=False)
+    reference = _smooth_phasor(phasor, mask, voxel_size_mm, smoothing_mm)
+    residual = xp.angle(xp.exp(1j * (phase_offset_rad - reference)))
+    weight = xp.abs(phasor) if mask is None else xp.where(mask, xp.abs(phasor), 0)
+    sigma_vox = smoothing_mm / np.asarray(voxel_size_mm, dtype=float)
+    correction = _local_linear_intercept(residual.astype(np.float64), weight.astype(np.float64),
+                                         sigma_vox)
+    return xp.angle(xp.exp(1j * (reference + correction))).astype(dtype, copy=False)
 
 
 def remove_phase_offset(signal: Array, phase_offset_rad: Array) -> Array:
