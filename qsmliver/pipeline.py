@@ -563,7 +563,8 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
                                     parameters={"EchoTime_s": te.tolist(),
                                                 "OffsetSmoothing_mm": (
                                                     offset_smoothing_mm
-                                                    if field_method == "complex" else None)}),
+                                                    if field_method == "complex" and te.size > 1
+                                                    else None)}),
         "desc-localfield_map": local_field_map(background, inversion, local_mask, voxel,
                                                b0_dir, affine),
         "mask": QuantitativeMap(to_host(local_mask), "mask", "1", affine,
