@@ -155,7 +155,7 @@ class ReconConfig:
                                            "offset_smoothing_mm"}
         smoothing = v["field"].get("offset_smoothing_mm", 0.0)
         if (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float))
-                or not smoothing >= 0):
+                or not 0 <= smoothing < float("inf")):
             raise QSMConfigError(f"field.offset_smoothing_mm = {smoothing!r} must be a "
                                  "non-negative number (mm; 0: per-voxel φ0)")
         unknown_mask = set(v["mask"]) - {"separation_mm", "erode_mm", "phase_quality",

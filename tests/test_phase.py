@@ -277,6 +277,9 @@ def test_bad_inputs_are_clear_errors(phantom):
         estimate_field(gre.signal, gre.te_s, unwrap_method="magic")
     with pytest.raises(QSMConfigError, match="offset_smoothing_mm"):
         estimate_field(gre.signal, gre.te_s, offset_smoothing_mm=-2.0)
+    for bad in ("x", None, float("nan"), float("inf"), True):
+        with pytest.raises(QSMConfigError, match="offset_smoothing_mm"):
+            estimate_field(gre.signal, gre.te_s, offset_smoothing_mm=bad)
     with pytest.raises(QSMInputError, match="echo times"):
         estimate_field(gre.signal, gre.te_s[:3])
     with pytest.raises(QSMInputError, match="empty"):

@@ -13,6 +13,7 @@ compose their own chain:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -115,9 +116,15 @@ def estimate_field(signal: Array, te_s: ArrayLike, *, mask: Array | None = None,
     FieldFit
         ``field_hz`` (0 outside the mask), ``noise_std_hz``, ``phase_offset_rad``.
     """
-    if isinstance(offset_smoothing_mm, bool) or not float(offset_smoothing_mm) >= 0:
-        raise QSMConfigError(f"offset_smoothing_mm must be a non-negative number of mm, got "
-                             f"{offset_smoothing_mm!r}")
+    try:
+        smoothing_ok = (not isinstance(offset_smoothing_mm, bool)
+                        and math.isfinite(float(offset_smoothing_mm))
+                        and float(offset_smoothing_mm) >= 0)
+    except (TypeError, ValueError):
+        smoothing_ok = False
+    if not smoothing_ok:
+        raise QSMConfigError(f"offset_smoothing_mm must be a finite non-negative number of mm, "
+                             f"got {offset_smoothing_mm!r}")
     if method not in FIELD_METHODS:
         raise QSMConfigError(f"unknown field method {method!r}; choose one of "
                              f"{', '.join(FIELD_METHODS)}")
