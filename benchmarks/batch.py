@@ -29,7 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from run import write_record  # benchmarks/run.py (the script's own folder is on sys.path)
+from run import (  # benchmarks/run.py (the script's own folder is on sys.path)
+    software_versions,
+    write_record,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,17 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.subjects, args.size, args.echoes, args.inversion = 3, 32, 3, "tkd"
-    import numpy as np
 
-    from qsmliver import __version__
     from qsmliver.batch.synthetic import write_synthetic_cohort
     from qsmliver.pipeline import DEFAULT_CONFIG
 
     config: dict[str, Any] = {"inversion": {"method": args.inversion}} if args.inversion else {}
     te_s = tuple(0.004 + 0.006 * i for i in range(args.echoes))
     record: dict[str, Any] = {
-        "software": {"qsmliver": __version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "software": software_versions(),
         "device": "cpu", "machine": platform.machine(), "cpu_count": os.cpu_count(),
         "cohort": {"subjects": args.subjects, "shape": [args.size] * 3, "echoes": args.echoes,
                    "te_s": [round(t, 4) for t in te_s], "fov_mm": 160.0},

@@ -23,15 +23,14 @@ use (qsm-forward's forward model) instead of the phantom's default cuboid kernel
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from run import device_name, write_record  # benchmarks/run.py
+from run import device_name, software_versions, write_record  # benchmarks/run.py
 
-from qsmliver import __version__, backend
+from qsmliver import backend
 from qsmliver.metrics import nrmse, roi_slope
 from qsmliver.pipeline import recon
 from qsmliver.simulate import brain_phantom
@@ -93,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [_parse_size(s) for s in (["40x40x32@5"] if args.quick else args.sizes)]
     record = {
-        "software": {"qsmliver": __version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "software": software_versions(),
         "device": "cpu",
         "device_name": device_name(backend.resolve_device("cpu")),
         "phantom": "qsmliver.simulate.brain_phantom, SNR 100, seed 0, automatic mask",

@@ -29,16 +29,15 @@ model's voxels hold partial volumes of bone.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from run import device_name, write_record  # benchmarks/run.py
+from run import device_name, software_versions, write_record  # benchmarks/run.py
 from scipy import ndimage
 
-from qsmliver import __version__, backend
+from qsmliver import backend
 from qsmliver.bgremove import remove_background
 from qsmliver.inversion import invert_dipole
 from qsmliver.metrics import nrmse, roi_slope
@@ -126,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     shape, voxel = _parse_size("40x40x32@5" if args.quick else args.size)
     tilts = [25.0] if args.quick else args.tilts
     record = {
-        "software": {"qsmliver": __version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "software": software_versions(),
         "device": "cpu",
         "device_name": device_name(backend.resolve_device("cpu")),
         "phantom": "qsmliver.simulate.brain_phantom, SNR 100, seed 0, truth brain mask",

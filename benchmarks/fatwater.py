@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from run import write_record  # benchmarks/run.py (the script's own folder is on sys.path)
-
-from qsmliver import __version__
+from run import (  # benchmarks/run.py (the script's own folder is on sys.path)
+    software_versions,
+    write_record,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_SHAPE = (128, 104, 48)
@@ -106,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     size["peak_rss_mib_process"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     record = {
-        "software": {"qsmliver": __version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "software": software_versions(),
         "device": "cpu",
         "machine": platform.machine(),
         "method": "graphcut",

@@ -57,9 +57,12 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from run import write_record  # benchmarks/run.py (the script's own folder is on sys.path)
+from run import (  # benchmarks/run.py (the script's own folder is on sys.path)
+    software_versions,
+    write_record,
+)
 
-from qsmliver import __version__, backend
+from qsmliver import backend
 
 ROOT = Path(__file__).resolve().parents[1]
 BRAIN_SHAPE = (256, 256, 128)
@@ -331,8 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else int(device.kind == "cuda")
     name = device_name(device)
     record: dict[str, Any] = {
-        "software": {"qsmliver": __version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "software": software_versions(),
         "device": str(device),
         "device_name": name,
         "machine": platform.machine(),

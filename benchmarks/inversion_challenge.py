@@ -21,9 +21,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import scipy.io
-from run import write_record  # benchmarks/run.py (the script's own folder is on sys.path)
+from run import (  # benchmarks/run.py (the script's own folder is on sys.path)
+    software_versions,
+    write_record,
+)
 
-from qsmliver import __version__, backend
+from qsmliver import backend
 from qsmliver.inversion import METHODS, invert_dipole
 from qsmliver.metrics import hfen, nrmse, xsim
 
@@ -83,8 +86,7 @@ def run(folder: Path) -> dict:
                  f"XSIM {entry['vs_chi33']['xsim']:.3f}" if "vs_chi33" in entry else ""),
               flush=True)
     return {
-        "software": {"qsmliver": __version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "software": software_versions(),
         "device": "cpu",
         "device_name": f"cpu-{platform.processor() or platform.machine()}-"
                        f"{backend.fft(np).workers}threads",

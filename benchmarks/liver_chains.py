@@ -18,16 +18,15 @@ alternative (PDF + MEDI), and scores against the truth:
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-from run import device_name, write_record  # benchmarks/run.py
+from run import device_name, software_versions, write_record  # benchmarks/run.py
 
-from qsmliver import __version__, backend
+from qsmliver import backend
 from qsmliver.metrics import nrmse
 from qsmliver.pipeline import recon
 from qsmliver.simulate import abdomen_phantom
@@ -127,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cases = QUICK_CASE if args.quick else {name: CASES[name] for name in args.cases}
     record = {
-        "software": {"qsmliver": __version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "software": software_versions(),
         "device": "cpu",
         "device_name": device_name(backend.resolve_device("cpu")),
         "phantom": "qsmliver.simulate.abdomen_phantom, automatic tissue mask, χ relative to "

@@ -28,9 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from run import write_record  # benchmarks/run.py (the script's own folder is on sys.path)
+from run import (  # benchmarks/run.py (the script's own folder is on sys.path)
+    software_versions,
+    write_record,
+)
 
-from qsmliver import __version__, backend
+from qsmliver import backend
 
 ROOT = Path(__file__).resolve().parents[1]
 _FFT_NAMES = ("fftn", "ifftn", "rfftn", "irfftn", "dctn", "idctn", "dstn", "idstn")
@@ -157,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.bgremove, args.inversion = [48], ["vsharp"], ["tkd"]
     device = backend.resolve_device(args.device)
     record = {
-        "software": {"qsmliver": __version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "software": software_versions(),
         "device": str(device),
         "machine": platform.machine(),
         "fft_workers": backend.fft(np).workers,

@@ -97,8 +97,7 @@ def run(device_request: str, small: bool, repeat: int) -> dict:
 
     baseline = cases["fft_3d_complex64"]
     return {
-        "software": {"qsmliver": __version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "software": software_versions(),
         "device": str(device),
         "device_name": device_name(device),
         "shape": list(shape),
@@ -108,6 +107,14 @@ def run(device_request: str, small: bool, repeat: int) -> dict:
         "seconds": cases,
         "ratio_to_fft": {k: v / baseline for k, v in cases.items()},
     }
+
+
+def software_versions() -> dict[str, str]:
+    """The versions every benchmark record names: qsmliver, NumPy, SciPy and Python."""
+    import scipy
+
+    return {"qsmliver": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
+            "python": platform.python_version()}
 
 
 def write_record(record: dict, path: Path) -> Path:
