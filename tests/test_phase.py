@@ -225,6 +225,47 @@ def test_smooth_phase_offset_removes_voxel_noise_and_keeps_wraps_and_edges():
         smooth_phase_offset(noisy, magnitude, smoothing_mm=-1.0)
 
 
+def test_local_linear_intercept_equals_a_brute_force_weighted_plane_fit(xp):
+    """The smoother's closed form (Gaussian-derivative moments, Schur complement of the 3×3
+    second-moment block) against the definition: at each voxel, the intercept of a weighted
+    least-squares plane over the truncated, normalised discrete Gaussian window, solved as a
+    dense 4×4 system with explicit coordinates. Weights vanish within the window's radius of
+    the border, so scipy's boundary mode plays no part."""
+    from qsmliver.phase.offset import _local_linear_intercept
+
+    rng = np.random.default_rng(4)
+    shape, sigma = (13, 12, 11), np.array([0.9, 0.8, 0.7])
+    radius = [int(4.0 * s + 0.5) for s in sigma]  # scipy's truncate = 4
+    values = rng.normal(0, 1, shape) + 0.3 * np.indices(shape)[0]
+    weight = rng.uniform(0.2, 1.0, shape)
+    weight[rng.random(shape) < 0.3] = 0  # holes: the window is cut irregularly
+    inner = tuple(slice(r, n - r) for r, n in zip(radius, shape, strict=True))
+    cropped = np.zeros(shape)
+    cropped[inner] = weight[inner]
+    weight = cropped
+    fast = to_numpy(_local_linear_intercept(xp.asarray(values), xp.asarray(weight), sigma))
+    offsets = np.stack(np.meshgrid(*[np.arange(-r, r + 1) for r in radius], indexing="ij"))
+    window = np.exp(-0.5 * ((offsets / sigma[:, None, None, None]) ** 2).sum(0))
+    window /= np.prod([np.exp(-0.5 * (np.arange(-r, r + 1) / s) ** 2).sum()
+                       for r, s in zip(radius, sigma, strict=True)])
+    padded_w = np.pad(weight, [(r, r) for r in radius])
+    padded_v = np.pad(values, [(r, r) for r in radius])
+    design = np.concatenate([np.ones((1, *window.shape)), offsets]).reshape(4, -1)
+    blocks = [tuple(slice(i, i + 2 * r + 1) for i, r in zip(x, radius, strict=True))
+              for x in np.ndindex(shape)]
+    ridge = 1e-6 * max((window * padded_w[b]).sum() for b in blocks) * sigma.max() ** 2
+    compared = 0
+    for x, block in zip(np.ndindex(shape), blocks, strict=True):
+        w = (window * padded_w[block]).ravel()
+        if w.sum() < 0.05:
+            continue
+        normal = (design * w) @ design.T + ridge * np.diag([0.0, 1, 1, 1])
+        rhs = (design * w) @ padded_v[block].ravel()
+        assert fast[x] == pytest.approx(np.linalg.solve(normal, rhs)[0], abs=1e-4)
+        compared += 1
+    assert compared > 200  # the core and its rim
+
+
 @pytest.mark.parametrize("method", ["complex", "linear"])
 def test_cramer_rao_noise_map_is_calibrated_and_smooth(method):
     """field_noise_std_hz: right level (Monte Carlo), no per-voxel scatter, follows the signal."""

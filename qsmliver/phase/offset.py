@@ -113,38 +113,36 @@ def _local_linear_intercept(values: Array, weight: Array, sigma_vox: np.ndarray)
             out = out * sig[axis] ** 2
         return out
 
-    m0 = filt(weight)
-    scale = float(m0.max()) if m0.size else 0.0
-    if scale <= 0:
+    scale = float(weight.max()) if weight.size else 0.0
+    if not scale > 0:
         return xp.zeros_like(values)
+    weight = weight / scale  # moments of order 1: the determinants below stay in range
+    m0 = filt(weight)
     wv = weight * values
-    rhs_moments = [filt(wv)] + [filt(wv, (i,)) for i in range(3)]
-    first = [filt(weight, (i,)) for i in range(3)]
-    second = {}
-    for i in range(3):
-        for j in range(i, 3):
-            # ∂²(G * w) σ⁴ is Σ G w ((y − x)² − σ²): add σ² m0 back on the diagonal
-            second[i, j] = filt(weight, (i, j)) + (sig[i] ** 2 * m0 if i == j else 0)
+    r0 = filt(wv)
+    r1 = [filt(wv, (i,)) for i in range(3)]
+    f1 = [filt(weight, (i,)) for i in range(3)]
     # a tiny ridge keeps the slope well posed where the window sees one plane of voxels
-    ridge = 1e-6 * scale * max(s**2 for s in sig)
-    intercept = xp.zeros_like(values)
-    identity = xp.eye(4, dtype=values.dtype)
-    slab = max(1, 2**20 // max(1, int(np.prod(values.shape[1:]))))  # ~1 M systems at a time
-    for start in range(0, values.shape[0], slab):
-        part = slice(start, start + slab)
-        system = xp.empty((*m0[part].shape, 4, 4), dtype=values.dtype)
-        system[..., 0, 0] = m0[part]
-        for i in range(3):
-            system[..., 0, i + 1] = system[..., i + 1, 0] = first[i][part]
-            for j in range(i, 3):
-                system[..., i + 1, j + 1] = system[..., j + 1, i + 1] = second[i, j][part]
-            system[..., i + 1, i + 1] += ridge
-        rhs = xp.stack([moment[part] for moment in rhs_moments], axis=-1)
-        valid = m0[part] > 1e-6 * scale
-        system = xp.where(valid[..., None, None], system, identity)
-        rhs = xp.where(valid[..., None], rhs, 0)
-        intercept[part] = xp.linalg.solve(system, rhs[..., None])[..., 0, 0]
-    return intercept
+    ridge = 1e-6 * float(m0.max()) * max(s**2 for s in sig)
+    # ∂²(G * w) σ⁴ is Σ G w ((y − x)² − σ²): add σ² m0 back on the diagonal
+    s00, s11, s22 = (filt(weight, (i, i)) + sig[i] ** 2 * m0 + ridge for i in range(3))
+    s01, s02, s12 = (filt(weight, axes) for axes in ((0, 1), (0, 2), (1, 2)))
+    # The 4×4 normal equations [[m0, f1ᵀ], [f1, S]] (a, b) = (r0, r1), solved for the intercept
+    # by the Schur complement of the 3×3 second-moment block S, whose inverse is its adjugate
+    # over its determinant: a = (r0 det − f1ᵀ adj r1) / (m0 det − f1ᵀ adj f1). Elementwise only.
+    adj00, adj11, adj22 = s11 * s22 - s12**2, s00 * s22 - s02**2, s00 * s11 - s01**2
+    adj01, adj02, adj12 = s02 * s12 - s01 * s22, s01 * s12 - s02 * s11, s01 * s02 - s00 * s12
+    det = s00 * adj00 + s01 * adj01 + s02 * adj02
+
+    def quadratic(u, v):
+        return (u[0] * (adj00 * v[0] + adj01 * v[1] + adj02 * v[2])
+                + u[1] * (adj01 * v[0] + adj11 * v[1] + adj12 * v[2])
+                + u[2] * (adj02 * v[0] + adj12 * v[1] + adj22 * v[2]))
+
+    numerator = r0 * det - quadratic(f1, r1)
+    denominator = m0 * det - quadratic(f1, f1)
+    valid = (m0 > 1e-6 * float(m0.max())) & (denominator > 0)
+    return xp.where(valid, numerator / xp.where(valid, denominator, 1), 0)
 
 
 def smooth_phase_offset(phase_offset_rad: Array, magnitude: Array, *, mask: Array | None = None,
