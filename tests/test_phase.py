@@ -136,6 +136,26 @@ def test_mcpc3ds_removes_phase_offset(phantom):
     assert corrected.shape == gre.signal.shape and corrected.dtype == gre.signal.dtype
 
 
+def test_masked_complex_fit_equals_the_whole_volume_fit_inside_the_mask(phantom):
+    """estimate_field fits only the mask's voxels (the air outside would keep the Gauss-Newton
+    loop going to max_iter): inside, the same φ0, noise and field (up to the aliasing period)
+    as a fit of every voxel; outside, field and φ0 0 and standard deviations inf."""
+    brain, gre = phantom.masks["brain"], phantom.gre
+    whole = fit_field_complex(gre.signal, gre.te_s)
+    fit = estimate_field(gre.signal, gre.te_s, mask=brain, voxel_size_mm=VOXEL,
+                         offset_smoothing_mm=0)
+    np.testing.assert_allclose(wrap_to_pi(fit.phase_offset_rad - whole.phase_offset_rad)[brain],
+                               0, atol=1e-3)
+    np.testing.assert_allclose(fit.noise_std_hz[brain], whole.noise_std_hz[brain], rtol=1e-3)
+    np.testing.assert_allclose(fit.apriori_std_hz[brain], whole.apriori_std_hz[brain],
+                               rtol=1e-5)
+    period = whole.aliasing_period_hz
+    cycles = (fit.field_hz - whole.field_hz)[brain] / period
+    np.testing.assert_allclose(cycles, np.round(cycles), atol=1e-3)
+    assert not fit.field_hz[~brain].any() and not fit.phase_offset_rad[~brain].any()
+    assert np.isinf(fit.noise_std_hz[~brain]).all() and np.isinf(fit.apriori_std_hz[~brain]).all()
+
+
 def test_phase_offset_would_leak_into_linear_fit_without_removal(phantom):
     """Why offset removal exists: φ0 (up to 1 rad here) biases a fit through the origin."""
     brain = phantom.masks["brain"]
@@ -325,6 +345,10 @@ def test_bad_inputs_are_clear_errors(phantom):
         estimate_field(gre.signal, gre.te_s[:3])
     with pytest.raises(QSMInputError, match="empty"):
         unwrap_quality_guided(np.zeros((4, 4, 4)), mask=np.zeros((4, 4, 4), bool))
+    with pytest.raises(QSMInputError, match="non-empty"):
+        estimate_field(gre.signal, gre.te_s, mask=np.zeros(gre.shape[:3], bool))
+    with pytest.raises(QSMInputError, match="non-empty"):
+        estimate_field(gre.signal, gre.te_s, mask=np.ones((4, 4, 4), bool))
     with pytest.raises(QSMInputError, match="does not match"):
         unwrap_laplacian(np.zeros((4, 4, 4)), np.ones((4, 4, 5), bool))
 

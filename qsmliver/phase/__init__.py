@@ -136,13 +136,22 @@ def estimate_field(signal: Array, te_s: ArrayLike, *, mask: Array | None = None,
     if signal.ndim != 4 or signal.shape[-1] != te.size:
         raise QSMInputError(f"signal shape {signal.shape} does not match {te.size} echo times",
                             field="signal")
+    if mask is not None and (mask.shape != signal.shape[:3] or not bool(mask.any())):
+        raise QSMInputError(f"the mask ({mask.shape}, {int(mask.sum())} voxels) must be a "
+                            f"non-empty {signal.shape[:3]} volume", field="mask")
     magnitude = xp.abs(signal)
     if te.size == 1:
         phase = unwrap(xp.angle(signal[..., 0]), unwrap_method, magnitude=magnitude[..., 0],
                        mask=mask, voxel_size_mm=voxel_size_mm)
         fit = fit_field_linear(phase[..., None], magnitude, te)
     elif method == "complex":
-        fit = fit_field_complex(signal, te)
+        # Per-voxel fits run on the mask's voxels only, as an (N, 1, 1, E) array: outside it
+        # the result is discarded anyway, and noise-only voxels (air) would keep the
+        # Gauss-Newton loop going to max_iter long after the tissue has converged (3 against
+        # 20 iterations on the brain phantom).
+        inside = None if mask is None else mask.astype(bool)
+        voxels = signal if inside is None else signal[inside][:, None, None, :]
+        fit = _to_volume(fit_field_complex(voxels, te), inside)
         fit.field_hz = unwrap_field(fit.field_hz, fit.aliasing_period_hz,
                                     method=unwrap_method, magnitude=magnitude[..., 0],
                                     mask=mask, voxel_size_mm=voxel_size_mm)
@@ -151,8 +160,13 @@ def estimate_field(signal: Array, te_s: ArrayLike, *, mask: Array | None = None,
             fit.phase_offset_rad = smooth_phase_offset(
                 fit.phase_offset_rad, magnitude[..., 0], mask=mask,
                 voxel_size_mm=voxel_size_mm, smoothing_mm=offset_smoothing_mm)
-            fit.field_hz = refit_field_fixed_offset(signal, te, fit.field_hz,
-                                                    fit.phase_offset_rad)
+            if inside is None:
+                fit.field_hz = refit_field_fixed_offset(signal, te, fit.field_hz,
+                                                        fit.phase_offset_rad)
+            else:
+                refit = refit_field_fixed_offset(voxels, te, fit.field_hz[inside][:, None, None],
+                                                 fit.phase_offset_rad[inside][:, None, None])
+                fit.field_hz[inside] = refit[:, 0, 0]
     else:
         offset = estimate_phase_offset(signal, te, mask=mask, voxel_size_mm=voxel_size_mm,
                                        unwrap_method="quality" if unwrap_method == "laplacian"
@@ -177,3 +191,24 @@ def estimate_field(signal: Array, te_s: ArrayLike, *, mask: Array | None = None,
             fit.apriori_std_hz = xp.where(inside, fit.apriori_std_hz, xp.inf).astype(
                 fit.field_hz.dtype)
     return fit
+
+
+def _to_volume(fit: FieldFit, inside: Array | None) -> FieldFit:
+    """A fit of the mask's voxels, as an (N, 1, 1) array, back on the (X, Y, Z) grid.
+
+    Outside the mask: field and phase offset 0, standard deviations ``inf``.
+    """
+    if inside is None:
+        return fit
+    xp = get_array_module(fit.field_hz)
+
+    def scatter(values: Array | None, fill: float) -> Array | None:
+        if values is None:
+            return None
+        volume = xp.full(inside.shape, fill, dtype=values.dtype)
+        volume[inside] = values[:, 0, 0]
+        return volume
+
+    return FieldFit(scatter(fit.field_hz, 0.0), scatter(fit.noise_std_hz, np.inf),
+                    scatter(fit.phase_offset_rad, 0.0), fit.aliasing_period_hz,
+                    scatter(fit.apriori_std_hz, np.inf), fit.residual_dof)
