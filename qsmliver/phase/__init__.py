@@ -97,7 +97,8 @@ def estimate_field(signal: Array, te_s: ArrayLike, *, mask: Array | None = None,
     te_s : (E,) array_like
         Echo times, seconds.
     mask : (X, Y, Z) bool array, optional
-        Where to unwrap (recommended: the object with signal).
+        Where to fit and unwrap (recommended: the object with signal). The "complex" fit runs
+        on these voxels only.
     voxel_size_mm : (3,) array_like
     method : {"complex", "linear"}
         See :data:`FIELD_METHODS`. Single-echo data use ``φ/(2π TE)`` after spatial
@@ -115,6 +116,13 @@ def estimate_field(signal: Array, te_s: ArrayLike, *, mask: Array | None = None,
     -------
     FieldFit
         ``field_hz`` (0 outside the mask), ``noise_std_hz``, ``phase_offset_rad``.
+
+    Raises
+    ------
+    QSMConfigError
+        For an unknown method or an invalid ``offset_smoothing_mm``.
+    QSMInputError
+        For a signal that does not match the echo times, or an empty or mis-shaped mask.
     """
     try:
         smoothing_ok = (not isinstance(offset_smoothing_mm, bool)
