@@ -12,13 +12,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_benchmark_smoke(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--small", "--repeat", "1",
-         "--output", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
-    )
+def run_benchmark(script: str, *args: str, timeout: int = 600) -> None:
+    """Run ``benchmarks/<script>`` with ``args`` in a fresh interpreter; it must exit 0."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                            capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_benchmark_smoke(tmp_path):
+    run_benchmark("run.py", "--small", "--repeat", "1", "--output", str(tmp_path), timeout=300)
     written = list(tmp_path.glob("foundation-small-*.json"))
     assert len(written) == 1
     record = json.loads(written[0].read_text())
@@ -29,12 +31,7 @@ def test_benchmark_smoke(tmp_path):
 
 
 def test_pipeline_benchmark_smoke(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--quick", "--output",
-         str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_benchmark("pipeline.py", "--quick", "--output", str(tmp_path))
     record = json.loads((tmp_path / "pipeline-quick-cpu.json").read_text())
     stages = record["sizes"][0]["stages"]
     assert {"field_complex_quality", "bgremove_vsharp", "inversion_tkd",
@@ -45,12 +42,7 @@ def test_pipeline_benchmark_smoke(tmp_path):
 
 def test_gpu_benchmark_smoke_on_cpu(tmp_path):
     """benchmarks/gpu.py --quick --device cpu (brain chain left out; about 16 s here)."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--quick", "--device", "cpu",
-         "--skip-chain", "--output", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_benchmark("gpu.py", "--quick", "--device", "cpu", "--skip-chain", "--output", str(tmp_path))
     written = list(tmp_path.glob("pipeline-quick-cpu-*.json"))
     assert len(written) == 1
     record = json.loads(written[0].read_text())
@@ -80,12 +72,7 @@ def test_gpu_benchmark_smoke_on_cpu(tmp_path):
 
 def test_fatwater_benchmark_smoke(tmp_path):
     """benchmarks/fatwater.py --quick: 48 × 40 × 20 × 12 abdomen phantom, graph cut."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "fatwater.py"), "--quick", "--output",
-         str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_benchmark("fatwater.py", "--quick", "--output", str(tmp_path), timeout=300)
     record = json.loads((tmp_path / "fatwater-quick-cpu.json").read_text())
     size = record["sizes"][0]
     assert record["device"] == "cpu" and size["shape"] == [48, 40, 20] and size["echoes"] == 12
@@ -96,12 +83,8 @@ def test_fatwater_benchmark_smoke(tmp_path):
 
 @pytest.mark.parametrize("field_kernel", ["cuboid", "kspace"])
 def test_brain_chains_benchmark_smoke(tmp_path, field_kernel):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "brain_chains.py"), "--quick", "--output",
-         str(tmp_path), "--field-kernel", field_kernel],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_benchmark("brain_chains.py",
+                  "--quick", "--output", str(tmp_path), "--field-kernel", field_kernel)
     suffix = "" if field_kernel == "cuboid" else "-kspace"
     record = json.loads((tmp_path / f"brain-chains{suffix}-quick-cpu.json").read_text())
     assert record["field_kernel"] == field_kernel
@@ -113,12 +96,7 @@ def test_brain_chains_benchmark_smoke(tmp_path, field_kernel):
 
 
 def test_brain_oblique_benchmark_smoke(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "brain_oblique.py"), "--quick", "--output",
-         str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_benchmark("brain_oblique.py", "--quick", "--output", str(tmp_path))
     record = json.loads((tmp_path / "brain-oblique-quick-cpu.json").read_text())
     assert [(c["model"], c["tilt_deg"]) for c in record["cases"]] == [
         ("point-cuboid", 25.0), ("point-kspace", 25.0), ("band-limited", 25.0)]
@@ -131,12 +109,7 @@ def test_brain_oblique_benchmark_smoke(tmp_path):
 
 
 def test_liver_chains_benchmark_smoke(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "liver_chains.py"), "--quick", "--output",
-         str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_benchmark("liver_chains.py", "--quick", "--output", str(tmp_path))
     record = json.loads((tmp_path / "liver-chains-quick-cpu.json").read_text())
     chains = record["cases"][0]["chains"]
     assert set(chains) == {"tfi (default)", "pdf+medi"}
