@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from qsmliver.backend import get_array_module, ndimage
+from qsmliver.backend import get_array_module
 from qsmliver.errors import QSMInputError
+from qsmliver.phase.gaussian import gaussian_filters
 from qsmliver.phase.unwrap import unwrap
 
 __all__ = ["estimate_phase_offset", "remove_phase_offset", "smooth_phase_offset"]
@@ -82,10 +83,10 @@ def _smooth_phasor(phasor: Array, mask: Array | None, voxel_size_mm: ArrayLike,
     if mask is not None:
         phasor = xp.where(mask, phasor, 0)
     if smoothing_mm > 0:
-        sigma = smoothing_mm / np.asarray(voxel_size_mm, dtype=float)
-        nd = ndimage(xp)
-        phasor = (nd.gaussian_filter(phasor.real, sigma)
-                  + 1j * nd.gaussian_filter(phasor.imag, sigma))
+        sigma = list(smoothing_mm / np.asarray(voxel_size_mm, dtype=float))
+        real = gaussian_filters(phasor.real, sigma, [(0, 0, 0)])
+        imag = gaussian_filters(phasor.imag, sigma, [(0, 0, 0)])
+        phasor = real[0, 0, 0] + 1j * imag[0, 0, 0]
     return xp.angle(phasor)
 
 
@@ -93,27 +94,13 @@ def _gaussian_moments(array: Array, sigma_vox: list[float],
                       orders: list[tuple[int, int, int]]) -> dict[tuple[int, int, int], Array]:
     """``Π_i σ_i^(2 o_i) ∂^o (G * array)`` for each derivative order ``o = (o_0, o_1, o_2)``.
 
-    The same numbers as ``scipy.ndimage.gaussian_filter(array, σ, order=o)`` times the
-    factors, which turn derivatives into moments of the window (see
-    :func:`_local_linear_intercept`). The separable 1-D passes run depth-first along axes 0,
-    1, 2, so orders that share their leading axes share those passes (10 second-order
-    moments: 19 passes instead of 30), with two intermediate arrays alive at a time.
+    The Gaussian-derivative filters of :func:`qsmliver.phase.gaussian.gaussian_filters` (zero
+    outside the array, by FFT) times the factors that turn derivatives into moments of the
+    window (see :func:`_local_linear_intercept`).
     """
-    nd = ndimage(get_array_module(array))
-    out: dict[tuple[int, int, int], Array] = {}
-
-    def descend(partial: Array, prefix: tuple[int, ...], wanted: list[tuple[int, int, int]]):
-        axis = len(prefix)
-        if axis == 3:
-            factor = float(np.prod([sigma_vox[i] ** (2 * o) for i, o in enumerate(prefix)]))
-            out[prefix] = partial * factor if factor != 1.0 else partial
-            return
-        for order in sorted({w[axis] for w in wanted}):
-            filtered = nd.gaussian_filter1d(partial, sigma_vox[axis], axis=axis, order=order)
-            descend(filtered, (*prefix, order), [w for w in wanted if w[axis] == order])
-
-    descend(array, (), list(orders))
-    return out
+    factors = {order: float(np.prod([sigma_vox[i] ** (2 * o) for i, o in enumerate(order)]))
+               for order in orders}
+    return gaussian_filters(array, sigma_vox, orders, factors=factors)
 
 
 def _local_linear_intercept(values: Array, weight: Array, sigma_vox: np.ndarray) -> Array:
@@ -133,35 +120,65 @@ def _local_linear_intercept(values: Array, weight: Array, sigma_vox: np.ndarray)
     if not scale > 0:
         return xp.zeros_like(values)
     weight = weight / scale  # moments of order 1: the determinants below stay in range
-    wv = weight * values
-    first_orders = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)]
-    second_orders = [(2, 0, 0), (0, 2, 0), (0, 0, 2), (1, 1, 0), (1, 0, 1), (0, 1, 1)]
-    w_moments = _gaussian_moments(weight, sig, first_orders + second_orders)
-    wv_moments = _gaussian_moments(wv, sig, first_orders)
-    m0, f1 = w_moments[0, 0, 0], [w_moments[order] for order in first_orders[1:]]
-    r0, r1 = wv_moments[0, 0, 0], [wv_moments[order] for order in first_orders[1:]]
+    moments = _gaussian_moments(weight, sig, _FIRST_ORDERS + _SECOND_ORDERS)
+    m0_max = float(moments[0, 0, 0].max())
     # a tiny ridge keeps the slope well posed where the window sees one plane of voxels
-    ridge = 1e-6 * float(m0.max()) * max(s**2 for s in sig)
+    ridge = 1e-6 * m0_max * max(s**2 for s in sig)
+    # The 4×4 normal equations [[m0, f1ᵀ], [f1, S]] (a, b) = (r0, r1) are solved for the
+    # intercept by the Schur complement of the 3×3 second-moment block S, whose inverse is
+    # its adjugate over its determinant: a = (r0 det − uᵀ r1) / (m0 det − uᵀ f1) with
+    # u = adj(S) f1 (S is symmetric). Elementwise, in slabs along axis 0 (the temporaries stay
+    # small), and in two passes: the weight's ten moments are reduced to det, u and the
+    # denominator and released before the values' four moments are filtered.
+    step = max(1, _SLAB_VOXELS // max(1, values.shape[1] * values.shape[2]))
+    slabs = [slice(start, start + step) for start in range(0, values.shape[0], step)]
+    det = xp.empty(values.shape, dtype=np.float64)
+    u = [xp.empty_like(det) for _ in range(3)]
+    denominator = xp.empty_like(det)
+    for slab in slabs:
+        det[slab], u_slab, denominator[slab] = _schur_terms(
+            {order: moment[slab] for order, moment in moments.items()}, sig, ridge, 1e-6 * m0_max)
+        for i in range(3):
+            u[i][slab] = u_slab[i]
+    del moments
+    value_moments = _gaussian_moments(weight * values, sig, _FIRST_ORDERS)
+    r0, r1 = value_moments[0, 0, 0], [value_moments[order] for order in _FIRST_ORDERS[1:]]
+    intercept = xp.empty_like(det)
+    for slab in slabs:
+        numerator = r0[slab] * det[slab] - (u[0][slab] * r1[0][slab] + u[1][slab] * r1[1][slab]
+                                            + u[2][slab] * r1[2][slab])
+        valid = denominator[slab] > 0
+        intercept[slab] = xp.where(valid, numerator / xp.where(valid, denominator[slab], 1), 0)
+    return intercept
+
+
+#: Moment orders of the local plane fit: zeroth and first, and the second-order block.
+_FIRST_ORDERS = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)]
+_SECOND_ORDERS = [(2, 0, 0), (0, 2, 0), (0, 0, 2), (1, 1, 0), (1, 0, 1), (0, 1, 1)]
+#: Voxels per slab of the elementwise solve.
+_SLAB_VOXELS = 1 << 20
+
+
+def _schur_terms(moments: dict, sig: list[float], ridge: float,
+                 min_weight: float) -> tuple[Array, list[Array], Array]:
+    """``det S``, ``u = adj(S) f1`` and ``m0 det S − uᵀ f1`` from the weight's moments.
+
+    The denominator is set to 0 (no intercept) where ``m0 <= min_weight``.
+    """
+    m0, f1 = moments[0, 0, 0], [moments[order] for order in _FIRST_ORDERS[1:]]
     # ∂²(G * w) σ⁴ is Σ G w ((y − x)² − σ²): add σ² m0 back on the diagonal
-    s00, s11, s22 = (w_moments[order] + sig[i] ** 2 * m0 + ridge
-                     for i, order in enumerate(second_orders[:3]))
-    s01, s02, s12 = (w_moments[order] for order in second_orders[3:])
-    # The 4×4 normal equations [[m0, f1ᵀ], [f1, S]] (a, b) = (r0, r1), solved for the intercept
-    # by the Schur complement of the 3×3 second-moment block S, whose inverse is its adjugate
-    # over its determinant: a = (r0 det − f1ᵀ adj r1) / (m0 det − f1ᵀ adj f1). Elementwise only.
+    s00, s11, s22 = (moments[order] + sig[i] ** 2 * m0 + ridge
+                     for i, order in enumerate(_SECOND_ORDERS[:3]))
+    s01, s02, s12 = (moments[order] for order in _SECOND_ORDERS[3:])
     adj00, adj11, adj22 = s11 * s22 - s12**2, s00 * s22 - s02**2, s00 * s11 - s01**2
     adj01, adj02, adj12 = s02 * s12 - s01 * s22, s01 * s12 - s02 * s11, s01 * s02 - s00 * s12
     det = s00 * adj00 + s01 * adj01 + s02 * adj02
-
-    def quadratic(u, v):
-        return (u[0] * (adj00 * v[0] + adj01 * v[1] + adj02 * v[2])
-                + u[1] * (adj01 * v[0] + adj11 * v[1] + adj12 * v[2])
-                + u[2] * (adj02 * v[0] + adj12 * v[1] + adj22 * v[2]))
-
-    numerator = r0 * det - quadratic(f1, r1)
-    denominator = m0 * det - quadratic(f1, f1)
-    valid = (m0 > 1e-6 * float(m0.max())) & (denominator > 0)
-    return xp.where(valid, numerator / xp.where(valid, denominator, 1), 0)
+    u = [adj00 * f1[0] + adj01 * f1[1] + adj02 * f1[2],
+         adj01 * f1[0] + adj11 * f1[1] + adj12 * f1[2],
+         adj02 * f1[0] + adj12 * f1[1] + adj22 * f1[2]]
+    denominator = m0 * det - (u[0] * f1[0] + u[1] * f1[1] + u[2] * f1[2])
+    denominator = denominator * (m0 > min_weight)
+    return det, u, denominator
 
 
 def smooth_phase_offset(phase_offset_rad: Array, magnitude: Array, *, mask: Array | None = None,
