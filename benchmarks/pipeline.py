@@ -40,22 +40,34 @@ _FFT_NAMES = ("fftn", "ifftn", "rfftn", "irfftn", "dctn", "idctn", "dstn", "idst
 
 
 class FFTCounter:
-    """Counts calls to the transforms of a backend FFT namespace (patched in place)."""
+    """Counts calls to the transforms of a backend FFT namespace (patched in place).
+
+    The namespace is cached per backend, so a second counter on it (the next matrix size)
+    takes over the wrappers the first one installed rather than leaving them counting into
+    the old counter.
+    """
 
     def __init__(self, namespace) -> None:
         self.count = 0
         for name in _FFT_NAMES:
-            original = getattr(namespace, name, None)
-            if original is not None and not getattr(original, "_counted", False):
-                setattr(namespace, name, self._wrap(original))
+            function = getattr(namespace, name, None)
+            if function is None:
+                continue
+            slot = getattr(function, "_counter_slot", None)
+            if slot is not None:
+                slot[0] = self
+            else:
+                setattr(namespace, name, self._wrap(function))
 
     def _wrap(self, function: Callable) -> Callable:
+        slot = [self]
+
         @functools.wraps(function)
         def counted(*args, **kwargs):
-            self.count += 1
+            slot[0].count += 1
             return function(*args, **kwargs)
 
-        counted._counted = True  # type: ignore[attr-defined]
+        counted._counter_slot = slot  # type: ignore[attr-defined]
         return counted
 
 

@@ -117,3 +117,24 @@ def test_liver_chains_benchmark_smoke(tmp_path):
         assert set(row["chi_error_ppm"]) == {"right_lobe", "left_lobe", "spleen"}
         assert row["seconds"] > 0 and row["nrmse_liver_percent"] > 0
         assert row["lobes"]["left_lobe"]["field_noise_median_hz"] > 0
+
+
+def test_fft_counter_of_the_next_matrix_size_takes_over_the_wrappers(monkeypatch):
+    """The backend's FFT namespace is cached, so the 256³ counter meets the wrappers the 128³
+    counter installed; it must count from then on (the record once held 0 FFTs at 256³)."""
+    import importlib.util
+    import types
+
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("benchmark_pipeline",
+                                                  ROOT / "benchmarks" / "pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    namespace = types.SimpleNamespace(fftn=np.fft.fftn, ifftn=np.fft.ifftn)
+    first = module.FFTCounter(namespace)
+    namespace.fftn(np.ones(4))
+    second = module.FFTCounter(namespace)
+    namespace.ifftn(namespace.fftn(np.ones(4)))
+    assert (first.count, second.count) == (1, 2)
