@@ -126,6 +126,26 @@ def test_field_from_phantom_equals_truth_up_to_global_period(phantom):
         assert np.median(np.abs(error)) < 0.5, method  # Hz
 
 
+@pytest.mark.parametrize("te_ms", [(4.0, 12.0, 20.0, 28.0), (5.0, 15.0)])
+def test_phase_offset_follows_the_unwrapped_field_when_te1_is_not_a_multiple_of_dte(te_ms):
+    """With TE_1 = ΔTE/2 (qsm-forward's 4, 12, 20, 28 ms; a dual-echo 5, 15 ms) the per-voxel
+    fit's φ0 is off by π wherever spatial unwrapping added a period to its field. φ0 must
+    follow the unwrapped field, or its smoothing mixes φ0 and φ0 + π and the refitted field
+    is wrong (measured before the fix: 22 % / 73 % of the brain off by more than 2 Hz)."""
+    ph = brain_phantom(shape=(48, 48, 40), voxel_size_mm=VOXEL, snr=100,
+                       te_s=np.array(te_ms) * 1e-3)
+    brain, truth_hz = ph.masks["brain"], ph.truth["total_field_hz"]
+    period = 1.0 / (ph.gre.te_s[1] - ph.gre.te_s[0])
+    assert np.ptp(truth_hz[brain]) > 2 * period  # the field wraps inside the brain
+    for smoothing_mm in (0.0, 6.0):
+        fit = estimate_field(ph.gre.signal, ph.gre.te_s, mask=brain, voxel_size_mm=VOXEL,
+                             offset_smoothing_mm=smoothing_mm)
+        phi0_error = wrap_to_pi(fit.phase_offset_rad - ph.truth["phi0_rad"])[brain]
+        assert np.percentile(np.abs(phi0_error), 99) < 0.1, smoothing_mm
+        field_error = np.abs(fit.field_hz - truth_hz)[brain]
+        assert np.mean(field_error > 2.0) < 0.02, smoothing_mm
+
+
 def test_mcpc3ds_removes_phase_offset(phantom):
     brain = phantom.masks["brain"]
     gre = phantom.gre

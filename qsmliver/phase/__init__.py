@@ -36,6 +36,7 @@ from qsmliver.phase.offset import (
 )
 from qsmliver.phase.quality import aliased_voxels
 from qsmliver.phase.unwrap import (
+    TWO_PI,
     UNWRAP_METHODS,
     temporal_unwrap,
     unwrap,
@@ -160,9 +161,12 @@ def estimate_field(signal: Array, te_s: ArrayLike, *, mask: Array | None = None,
         inside = None if mask is None else mask.astype(bool)
         voxels = signal if inside is None else signal[inside][:, None, None, :]
         fit = _to_volume(fit_field_complex(voxels, te), inside)
-        fit.field_hz = unwrap_field(fit.field_hz, fit.aliasing_period_hz,
+        wrapped_hz = fit.field_hz
+        fit.field_hz = unwrap_field(wrapped_hz, fit.aliasing_period_hz,
                                     method=unwrap_method, magnitude=magnitude[..., 0],
                                     mask=mask, voxel_size_mm=voxel_size_mm)
+        fit.phase_offset_rad = _offset_for_unwrapped_field(
+            fit.phase_offset_rad, fit.field_hz - wrapped_hz, fit.aliasing_period_hz, te)
         fit.aliasing_period_hz = None
         if offset_smoothing_mm > 0:
             fit.phase_offset_rad = smooth_phase_offset(
@@ -199,6 +203,23 @@ def estimate_field(signal: Array, te_s: ArrayLike, *, mask: Array | None = None,
             fit.apriori_std_hz = xp.where(inside, fit.apriori_std_hz, xp.inf).astype(
                 fit.field_hz.dtype)
     return fit
+
+
+def _offset_for_unwrapped_field(phase_offset_rad: Array, added_hz: Array, period_hz: float,
+                                te_s: np.ndarray) -> Array:
+    """φ0 of the per-voxel fit moved to the unwrapped field, radians in ``[-π, π)``.
+
+    The fit's φ0 goes with its aliased field ``f``: ``φ0 + 2π f TE_n`` is the echo phase. The
+    same phases with ``f + k P`` (``k`` periods ``P = 1/ΔTE`` added by spatial unwrapping)
+    need ``φ0 − 2π k P TE_1``, which is φ0 itself only when TE_1 is a multiple of ΔTE. With
+    TE_1 = ΔTE/2 (e.g. 4, 12, 20, 28 ms, as in qsm-forward) φ0 flips by π wherever the field
+    wrapped, and the smoothed φ0 that the field is refitted with is then wrong.
+    """
+    xp = get_array_module(phase_offset_rad)
+    periods = xp.round(added_hz.astype(np.float64) / period_hz)
+    turns = periods * float(period_hz * te_s[0])  # cycles of φ0's shift, modulo whole ones
+    shift = TWO_PI * (turns - xp.round(turns))
+    return wrap_to_pi(phase_offset_rad - shift.astype(phase_offset_rad.dtype))
 
 
 def _to_volume(fit: FieldFit, inside: Array | None) -> FieldFit:
