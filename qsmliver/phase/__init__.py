@@ -111,7 +111,10 @@ def estimate_field(signal: Array, te_s: ArrayLike, *, mask: Array | None = None,
         "complex" only: after the fit and its spatial unwrapping, φ0 is smoothed over a
         Gaussian window of this σ (:func:`smooth_phase_offset`) and the field refitted with
         φ0 fixed (:func:`refit_field_fixed_offset`). 0 keeps the per-voxel φ0 of the
-        two-parameter fit. See :data:`DEFAULT_OFFSET_SMOOTHING_MM`.
+        two-parameter fit. Either way φ0 is first moved with the periods ``k/ΔTE`` that the
+        unwrapping adds to the field (by ``−2π k TE_1/ΔTE``), so that ``phase_offset_rad``
+        and ``field_hz`` describe the echo phases together also when TE_1 is not a multiple
+        of ΔTE. See :data:`DEFAULT_OFFSET_SMOOTHING_MM`.
 
     Returns
     -------
