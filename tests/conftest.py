@@ -17,13 +17,35 @@ SHARED_DATA = Path(
 ).resolve()
 
 
+#: ``QSMLIVER_EMULATE_GPU=1``: run the ``gpu`` tests and the ``xp="cupy"`` cases against the CuPy
+#: stand-in of ``tests/emulated_gpu.py`` (NumPy behind CuPy's host/device rules), on any machine.
+EMULATE_GPU = os.environ.get("QSMLIVER_EMULATE_GPU", "") not in ("", "0")
+
+
+def pytest_configure(config):
+    if EMULATE_GPU:
+        import emulated_gpu
+
+        emulated_gpu.install()
+
+
 def _backends():
     params = [pytest.param("numpy", id="numpy")]
     params.append(pytest.param("cupy", id="cupy", marks=pytest.mark.gpu))
     return params
 
 
+#: Test modules about the compiled CUDA kernels themselves: nothing to check under emulation.
+KERNEL_MODULES = ("test_kernels.py",)
+
+
 def pytest_collection_modifyitems(config, items):
+    if EMULATE_GPU:
+        skip_kernels = pytest.mark.skip(reason="compiled CUDA kernels are not emulated")
+        for item in items:
+            if item.path.name in KERNEL_MODULES:
+                item.add_marker(skip_kernels)
+        return
     if backend.cupy_available():
         return
     skip_gpu = pytest.mark.skip(reason=f"no GPU: {backend.gpu_unavailable_reason()}")
