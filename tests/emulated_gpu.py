@@ -15,6 +15,9 @@ What the fake enforces, as CuPy does:
   ufuncs, ``cupy.*`` functions other than ``asarray``/``array``/``ascontiguousarray``) raises
   ``TypeError``; NumPy scalars and Python numbers mix freely;
 - reductions and single-element indexing give 0-d device arrays, not host scalars;
+- stricter than CuPy where CuPy copies over silently: a host index array, or a host array
+  assigned into a device array, is a ``TypeError`` too (the code moves data only through
+  ``backend.to_device``/``to_numpy``, DESIGN section 3);
 - ``cupyx.scipy.ndimage`` functions take device input only;
 - NumPy functions called on device arrays dispatch to the device (CuPy's NEP-18 support).
 
@@ -109,7 +112,7 @@ class DeviceArray(NDArrayOperatorsMixin):
         return _to_device(self._host[_index(key)])
 
     def __setitem__(self, key, value) -> None:
-        self._host[_index(key)] = value._host if isinstance(value, DeviceArray) else value
+        self._host[_index(key)] = _to_host(value, "assignment")
 
     @property
     def device(self):
@@ -187,10 +190,8 @@ def _to_device(value):
 
 
 def _index(key):
-    """Indices: device arrays unwrap; host index arrays are allowed (CuPy copies them over)."""
-    if isinstance(key, tuple):
-        return tuple(_payload(k) for k in key)
-    return _payload(key)
+    """Indices: device arrays unwrap; host index arrays are refused (see the module notes)."""
+    return _to_host(key, "indexing")
 
 
 class _Device:

@@ -87,7 +87,11 @@ def test_numpy_functions_dispatch_to_the_device(cupy):
 
 def test_indexing_and_assignment(cupy):
     a = cupy.zeros((3, 4))
-    a[np.array([True, False, True])] = 1.0  # host index arrays are copied over, as in CuPy
+    with pytest.raises(TypeError, match="host array"):
+        a[np.array([True, False, True])] = 1.0
+    with pytest.raises(TypeError, match="host array"):
+        a[0] = np.ones(4)
+    a[cupy.asarray(np.array([True, False, True]))] = 1.0
     a[1, cupy.asarray(np.array([0, 3]))] = cupy.asarray(np.array([5.0, 6.0]))
     np.testing.assert_array_equal(a.get(), [[1, 1, 1, 1], [5, 0, 0, 6], [1, 1, 1, 1]])
     a.real = cupy.full((3, 4), 2.0)

@@ -1,4 +1,4 @@
-"""CuPy against NumPy, stage by stage and for both whole chains (issue 8 acceptance).
+"""CuPy against NumPy: stage by stage, both whole chains, every chain option, the CLI (issue 8).
 
 Every test here is marked ``gpu`` and skips without a GPU. The same float32 input goes through
 the NumPy and the CuPy path; the outputs must agree to a relative L2 difference (inside the
@@ -142,3 +142,65 @@ def test_whole_chain(anatomy):
     for name, quantity in cpu.maps.items():
         difference = relative_difference(gpu.maps[name].data, quantity.data, inside)
         assert difference < ITERATIVE, f"{name}: {difference:.2e}"
+
+
+#: Non-default chain choices, each once on the device (the defaults are test_whole_chain's).
+CHAIN_OPTIONS = {
+    "brain linear fit, Laplacian unwrap, PDF, TV-ADMM, CSF reference": (
+        "brain", {"field": {"method": "linear", "unwrap": "laplacian"},
+                  "bgremove": {"method": "pdf"}, "inversion": {"method": "tv_admm"},
+                  "reference": {"method": "csf"}}),
+    "brain skimage unwrap, V-SHARP, NDI, no reference, float64, ARLO R2*": (
+        "brain", {"field": {"unwrap": "skimage"}, "bgremove": {"method": "vsharp"},
+                  "inversion": {"method": "ndi"}, "reference": {"method": "none"},
+                  "dtype": "float64", "r2star": {"method": "arlo"}}),
+    "brain LBV, iLSQR, automatic mask, NLLS R2*": (
+        "brain", {"bgremove": {"method": "lbv"}, "inversion": {"method": "ilsqr"},
+                  "r2star": {"method": "nlls"}}),
+    "brain TFI on the total field": ("brain", {"inversion": {"method": "tfi"}}),
+    "liver PDF + MEDI, muscle reference": (
+        "liver", {"inversion": {"method": "medi"}, "reference": {"method": "muscle"}}),
+}
+
+
+@pytest.mark.parametrize("case", list(CHAIN_OPTIONS))
+def test_chain_options(case):
+    """Every unwrapping, field fit, background removal and inversion choice of the chain, and
+    the other references, precisions and R2* fits, run on the device as on the CPU."""
+    from qsmliver.pipeline import recon
+
+    anatomy, config = CHAIN_OPTIONS[case]
+    if anatomy == "brain":
+        phantom = brain_phantom(shape=(32, 32, 24), voxel_size_mm=(4.0, 4.0, 4.0), snr=100,
+                                seed=3)
+        mask = phantom.masks["brain"] if "automatic mask" not in case else None
+    else:
+        phantom = abdomen_phantom(shape=(48, 40, 24), b0_t=1.5, snr=60.0, seed=1)
+        mask = None
+    cpu = recon(phantom.gre, anatomy, mask=mask, device="cpu", **config)
+    gpu = recon(phantom.gre, anatomy, mask=mask, device="cuda", **config)
+    assert cpu.maps.keys() == gpu.maps.keys()
+    inside = cpu.maps["mask"].data > 0
+    for name, quantity in cpu.maps.items():
+        difference = relative_difference(gpu.maps[name].data, quantity.data, inside)
+        assert difference < ITERATIVE, f"{name}: {difference:.2e}"
+
+
+def test_cli_on_the_device(tmp_path):
+    """``qsmliver recon --device cuda`` writes the same maps as ``--device cpu``."""
+    import nibabel as nib
+
+    from qsmliver.cli import main
+    from qsmliver.simulate.write import write_phantom
+
+    phantom = brain_phantom(shape=(32, 32, 24), voxel_size_mm=(4.0, 4.0, 4.0), snr=100, seed=3)
+    write_phantom(phantom, tmp_path / "in", formats=("bids",), subject="p1")
+    subject = tmp_path / "in" / "rawdata" / "sub-p1"
+    for device in ("cpu", "cuda"):
+        assert main(["recon", str(subject), "-o", str(tmp_path / device), "--device", device,
+                     "--no-montage"]) == 0
+    mask = nib.load(tmp_path / "cpu" / "sub-p1_mask.nii.gz").get_fdata() > 0
+    for suffix in ("Chimap", "fieldmap", "desc-localfield_map", "R2starmap"):
+        cpu, gpu = (nib.load(tmp_path / device / f"sub-p1_{suffix}.nii.gz").get_fdata()
+                    for device in ("cpu", "cuda"))
+        assert relative_difference(gpu, cpu, mask) < ITERATIVE, suffix
