@@ -154,6 +154,8 @@ def conjugate_gradient(
     check_every : int, optional
         Test convergence (a host synchronisation) every this many iterations and at the last;
         default :func:`qsmliver.backend.convergence_check_interval` (1 on NumPy, 10 on CuPy).
+        Between checks the iterate freezes on the device where the test would have stopped,
+        so ``x`` and ``info`` are those of ``check_every=1`` whatever the interval.
     deflation : DeflationSpace, optional
         A subspace ``Z`` of a real system (:func:`qsmliver.optim.deflation_space`, built for
         this ``A``): the start is corrected by the Galerkin solution in ``Z`` and every search
@@ -185,6 +187,13 @@ def conjugate_gradient(
         p = r.copy()
     rr = _real_inner(xp, r, r)
     every = _check_every(xp, check_every)
+    threshold = tol * b_norm
+    # Between host checks (every > 1, the GPU default) the iteration cannot stop, so it
+    # freezes instead: ``active`` (a device flag, no sync) turns False where the host test
+    # would have stopped (converged, or non-positive curvature), and α = 0 from then on. The
+    # iterate, the residual and the count of active iterations are then those of the
+    # every-iteration test: the result does not depend on ``check_every``.
+    active, counted = True, 0
     iterations = 0
     for iterations in range(1, max_iter + 1):
         check = iterations % every == 0 or iterations == max_iter
@@ -194,16 +203,26 @@ def conjugate_gradient(
             pap_host = float(pap)
             if not np.isfinite(pap_host):
                 raise QSMNumericalError(stage, f"non-finite curvature at iteration {iterations}")
-            if pap_host <= 0:
+            if every == 1 and pap_host <= 0:
                 break  # exact solution reached within the range of A (semi-definite case)
-        # between checks (GPU) a non-positive curvature gives α = 0: the iterate stays put
-        alpha = _ratio(rr, pap)
+        if every == 1:
+            alpha = _ratio(rr, pap)
+        else:
+            counted = counted + active
+            active = active & (pap > 0)
+            alpha = _gated(_ratio(rr, pap), active)
         x += alpha * p
         r -= alpha * ap
         rr_new = _real_inner(xp, r, r)
-        if check and np.sqrt(float(rr_new)) <= tol * b_norm:
-            rr = rr_new
-            break
+        if every == 1:
+            if check and _at_most(rr_new, threshold):
+                rr = rr_new
+                break
+        else:
+            active = active & ~_at_most(rr_new, threshold)
+            if check and not bool(active):
+                rr, iterations = rr_new, int(counted)
+                break
         p = r + _ratio(rr_new, rr) * p
         if deflation is not None:
             p -= deflation.a_orthogonal_part(r)
@@ -212,6 +231,22 @@ def conjugate_gradient(
     if not np.isfinite(relative):
         raise QSMNumericalError(stage, "the residual became non-finite")
     return x, SolverInfo(iterations, relative, relative <= tol)
+
+
+def _gated(value: Any, flag: Any) -> Any:
+    """``value`` where ``flag``, else 0; host scalars stay Python floats (NumPy's weak scalars,
+    which keep a float32 iterate's arithmetic in float32)."""
+    if isinstance(flag, (bool, np.bool_)):
+        return value if flag else 0.0 * value
+    return value * flag
+
+
+def _at_most(squared_norm: Any, threshold: float) -> Any:
+    """``sqrt(squared_norm) <= threshold`` in float64: a bool, or a 0-d device bool (no sync)."""
+    if isinstance(squared_norm, (float, np.generic)):
+        return np.bool_(np.sqrt(float(squared_norm)) <= threshold)  # np.bool_: ~ negates
+    xp = get_array_module(squared_norm)
+    return xp.sqrt(squared_norm.astype(xp.float64)) <= threshold
 
 
 def lsqr(
