@@ -198,16 +198,41 @@ def test_cg_device_path_stops_on_zero_curvature_like_the_host(device_scalars):
     assert info10 == info1
 
 
-def test_lsqr_checked_every_k_iterations(device_scalars):
+@pytest.mark.parametrize("scalars", ["host", "device"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lsqr_result_does_not_depend_on_check_every(monkeypatch, scalars, dtype):
+    """LSQR freezes between checks like CG: bit-identical x and info for any interval."""
+    if scalars == "device":
+        from qsmliver.optim import solvers
+
+        monkeypatch.setattr(solvers, "_scalar", lambda xp, value: xp.asarray(value))
     rng = np.random.default_rng(7)
-    m = rng.standard_normal((40, 12)).astype(np.float32)
-    b = rng.standard_normal(40).astype(np.float32)
+    m = rng.standard_normal((40, 12)).astype(dtype)
+    b = rng.standard_normal(40).astype(dtype)
     op = LinearOperator(lambda v: m @ v, lambda u: m.T @ u)
-    _, info1 = lsqr(op, b, np.zeros(12, np.float32), max_iter=100, tol=1e-4, check_every=1)
-    x5, info5 = lsqr(op, b, np.zeros(12, np.float32), max_iter=100, tol=1e-4, check_every=5)
-    assert x5.dtype == np.float32  # no float64 promotion by the recurrence scalars
-    assert info1.iterations <= info5.iterations <= info1.iterations + 4
+    x1, info1 = lsqr(op, b, np.zeros(12, dtype), max_iter=100, tol=1e-4, check_every=1)
+    assert info1.converged and info1.iterations % 5 != 0  # it converges between two checks
+    x5, info5 = lsqr(op, b, np.zeros(12, dtype), max_iter=100, tol=1e-4, check_every=5)
+    assert x5.dtype == dtype  # no float64 promotion by the recurrence scalars
+    assert info5 == info1
+    np.testing.assert_array_equal(x5, x1)
     np.testing.assert_allclose(x5, np.linalg.lstsq(m, b, rcond=None)[0], rtol=1e-3, atol=1e-4)
+    # capped before convergence: the same count and residual as the every-iteration run
+    x1, info1 = lsqr(op, b, np.zeros(12, dtype), max_iter=3, tol=1e-12, check_every=1)
+    x5, info5 = lsqr(op, b, np.zeros(12, dtype), max_iter=3, tol=1e-12, check_every=5)
+    assert info5 == info1 and info1.iterations == 3 and not info1.converged
+    np.testing.assert_array_equal(x5, x1)
+
+
+def test_lsqr_device_path_survives_an_exact_solution(device_scalars):
+    # exact after one iteration (α = β = 0 next, so ρ = 0): the frozen iterations must not
+    # divide by zero and turn x into NaN before the check at 10 stops the solve
+    op = LinearOperator(lambda v: 2.0 * v, lambda u: 2.0 * u)
+    x1, info1 = lsqr(op, np.ones(4), np.zeros(4), max_iter=50, tol=0.0, check_every=1)
+    x10, info10 = lsqr(op, np.ones(4), np.zeros(4), max_iter=50, tol=0.0, check_every=10)
+    np.testing.assert_allclose(x10, 0.5)
+    np.testing.assert_array_equal(x10, x1)
+    assert info10 == info1 and info1.iterations == 1
 
 
 def test_lsqr_keeps_float32_on_numpy():

@@ -6,9 +6,10 @@ relative residual; the iteration count and the final residual are returned for t
 On CuPy the scalars of the recurrences (CG's α and β, LSQR's α, β, ρ, φ, ...) stay 0-d device
 arrays, so that an iteration queues kernels without waiting for the GPU, and the convergence
 test (which copies one number to the host) runs every ``check_every`` iterations
-(:func:`qsmliver.backend.convergence_check_interval`: 1 on NumPy, so the CPU results and
-iteration counts are those of the textbook recurrences; 10 on CuPy, so a GPU solve may run up
-to 9 iterations past the point where the CPU one stops, never past ``max_iter``).
+(:func:`qsmliver.backend.convergence_check_interval`: 1 on NumPy, 10 on CuPy). Between two
+checks a 0-d device flag freezes the iterate where the every-iteration test would have
+stopped, so a GPU solve returns the iterate, residual and iteration count of the CPU one
+(it only runs on, idle, to the next check).
 """
 
 from __future__ import annotations
@@ -237,8 +238,11 @@ def _gated(value: Any, flag: Any) -> Any:
     """``value`` where ``flag``, else 0; host scalars stay Python floats (NumPy's weak scalars,
     which keep a float32 iterate's arithmetic in float32)."""
     if isinstance(flag, (bool, np.bool_)):
-        return value if flag else 0.0 * value
-    return value * flag
+        if flag:
+            return value
+        return 0.0 if isinstance(value, float) else np.zeros_like(value)
+    xp = get_array_module(flag)
+    return xp.where(flag, value, xp.zeros_like(value))
 
 
 def _at_most(squared_norm: Any, threshold: float) -> Any:
@@ -301,6 +305,11 @@ def lsqr(
     relative = 1.0
     every = _check_every(xp, check_every)
     dtype = x.dtype
+    # As in conjugate_gradient: between host checks (every > 1) the iterate freezes where the
+    # every-iteration test would have stopped, and ``relative`` keeps the value it had there.
+    # The divisions by ρ are guarded, so a breakdown after the freeze (an exact solution:
+    # α = β = 0, ρ = 0) keeps the recurrences finite instead of turning x into NaN.
+    active, counted = True, 0
     iterations = 0
     for iterations in range(1, max_iter + 1):
         u = op.forward(v) - alpha * u
@@ -311,27 +320,69 @@ def lsqr(
         alpha = _device_norm(xp, v_next)
         v_next = _divide_if_positive(v_next, alpha)
         rho = xp.hypot(rho_bar, beta)
-        c, s = rho_bar / rho, beta / rho
+        c, s = _ratio(rho_bar, rho), _ratio(beta, rho)
         theta = s * alpha
         rho_bar = -c * alpha
         phi = c * phi_bar
         phi_bar = s * phi_bar
         # scalars in the iterate's precision: a float64 NumPy scalar would promote float32
-        x = x + _like(phi / rho, dtype) * w
-        w = v_next - _like(theta / rho, dtype) * w
+        step = _like(_ratio(phi, rho), dtype)
+        check = iterations % every == 0 or iterations == max_iter
+        if every == 1:
+            x = x + step * w
+        else:
+            counted = counted + active
+            x = x + _gated(step, active) * w
+        w = v_next - _like(_ratio(theta, rho), dtype) * w
         v = v_next
-        if not (iterations % every == 0 or iterations == max_iter):
+        if every == 1:
+            if not check:
+                continue
+            phi_bar_h, alpha_h, c_h, a_norm_sq_h = _to_host(xp, phi_bar, alpha, c, a_norm_sq)
+            if not np.isfinite(phi_bar_h):
+                raise QSMNumericalError(stage, f"non-finite residual at iteration {iterations}")
+            relative = _lsqr_relative(phi_bar_h, alpha_h, c_h, a_norm_sq_h)
+            if relative <= tol:
+                break
             continue
-        # ||A^H r|| = phi_bar * alpha * |c|; ||r|| ≈ phi_bar
-        phi_bar_h, alpha_h, c_h, a_norm_sq_h = _to_host(xp, phi_bar, alpha, c, a_norm_sq)
-        residual = abs(phi_bar_h)
-        if not np.isfinite(residual):
-            raise QSMNumericalError(stage, f"non-finite residual at iteration {iterations}")
-        relative = (abs(phi_bar_h * alpha_h * c_h) / (np.sqrt(a_norm_sq_h) * residual)
-                    if residual > 0 else 0.0)
-        if relative <= tol:
-            break
+        current = _lsqr_relative(phi_bar, alpha, c, a_norm_sq)
+        relative = _kept(active, current, relative)
+        active = active & ~(current <= tol)
+        if check:
+            relative_h, active_h = _to_host(xp, relative, active)
+            if not np.isfinite(relative_h):
+                raise QSMNumericalError(stage, f"non-finite residual at iteration {iterations}")
+            if not active_h or iterations == max_iter:
+                relative, iterations = relative_h, int(counted)
+                break
     return x, SolverInfo(iterations, float(relative), relative <= tol)
+
+
+def _lsqr_relative(phi_bar: Any, alpha: Any, c: Any, a_norm_sq: Any) -> Any:
+    """LSQR's test S2, ``||A^H r|| / (||A|| ||r||)`` with ``||A^H r|| = |φ̄ α c|`` and
+    ``||r|| ≈ |φ̄|``, in float64: a float from host scalars, a 0-d array from device ones."""
+    if all(isinstance(v, (float, np.floating)) for v in (phi_bar, alpha, c, a_norm_sq)):
+        phi_bar, alpha, c, a_norm_sq = (float(v) for v in (phi_bar, alpha, c, a_norm_sq))
+        residual = abs(phi_bar)
+        return (abs(phi_bar * alpha * c) / (np.sqrt(a_norm_sq) * residual)
+                if residual > 0 else 0.0)
+    xp = get_array_module(*(v for v in (phi_bar, alpha, c, a_norm_sq)
+                            if not isinstance(v, (float, np.floating))))
+    phi_bar, alpha, c, a_norm_sq = (xp.asarray(v, dtype=xp.float64)
+                                    for v in (phi_bar, alpha, c, a_norm_sq))
+    residual = xp.abs(phi_bar)
+    positive = residual > 0
+    safe = xp.where(positive, residual, xp.ones_like(residual))
+    return xp.where(positive, xp.abs(phi_bar * alpha * c) / (xp.sqrt(a_norm_sq) * safe),
+                    xp.zeros_like(residual))
+
+
+def _kept(flag: Any, new: Any, old: Any) -> Any:
+    """``new`` where ``flag``, else ``old``: a host choice, or a 0-d device select (no sync)."""
+    if isinstance(flag, (bool, np.bool_)):
+        return new if flag else old
+    xp = get_array_module(flag)
+    return xp.where(flag, new, old)
 
 
 def soft_threshold(x: Array, threshold: float | Array) -> Array:
