@@ -220,3 +220,24 @@ def test_dispatcher_errors(small):
         tv_admm(field, mask, (4, 4, 4), lam=-1)
     with pytest.raises(QSMInputError):
         tv_admm(field, mask, (4, 4, 4), weight=-np.ones_like(field))
+
+
+@pytest.mark.parametrize(("method", "tol"), [("tv_admm", 1e-2), ("ndi", 3e-3)])
+def test_stop_does_not_depend_on_the_check_interval(monkeypatch, method, tol):
+    """A host check every 7 iterations (as on a GPU, where it is every 10) returns the iterate,
+    change and count of the every-iteration test, bit for bit: the loop runs on to the next
+    check, but what it returns is frozen at the iteration that passed."""
+    from qsmliver import backend
+
+    phantom = brain_phantom(shape=(32, 32, 24), voxel_size_mm=(4.0, 4.0, 4.0), snr=100, seed=3)
+    local = phantom.truth["local_field_ppm"].astype(np.float32)
+    mask = phantom.masks["brain"]
+    args = (local, mask, phantom.gre.voxel_size_mm, phantom.gre.b0_dir, method)
+    every_one = invert_dipole(*args, tol=tol)
+    count = every_one.parameters["iterations"]
+    assert every_one.parameters["converged"] and count % 7 != 0
+    monkeypatch.setattr(backend, "convergence_check_interval", lambda xp=np: 7)
+    every_seven = invert_dipole(*args, tol=tol)
+    np.testing.assert_array_equal(every_seven.chi_ppm, every_one.chi_ppm)
+    for key in ("iterations", "relative_change", "converged"):
+        assert every_seven.parameters[key] == every_one.parameters[key]

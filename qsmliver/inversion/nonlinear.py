@@ -7,18 +7,17 @@ from typing import Any
 
 from numpy.typing import ArrayLike
 
-from qsmliver.backend import convergence_check_interval
 from qsmliver.inversion._common import (
     DEFAULT_MIN_PAD,
     DEFAULT_PAD_FRACTION,
     Grid,
+    RelativeChangeStop,
     check_inputs,
     check_weight,
     finite_or_raise,
     make_grid,
     positive,
     positive_int,
-    relative_change,
 )
 
 __all__ = ["GYROMAGNETIC_RATIO_HZ_PER_T", "ndi"]
@@ -37,22 +36,17 @@ def _ndi(grid: Grid, phase: Array, weight: Array, lam: float, step: float | None
     lipschitz = float(w2.max()) * float(xp.abs(grid.kernel).max()) ** 2 + lam
     tau = 1.0 / lipschitz if step is None else step
     psi = xp.zeros(grid.shape, dtype=grid.dtype)
-    change = math.inf
-    iterations = 0
-    every = convergence_check_interval(xp)  # 1 on NumPy; a host sync every 10 on CuPy
+    stop = RelativeChangeStop(xp, tol, max_iter)
     for step_index in range(1, max_iter + 1):
-        iterations = step_index
-        check = step_index % every == 0 or step_index == max_iter
         gradient = grid.dipole(w2 * xp.sin(grid.dipole(psi) - phase)) + dt(lam) * psi
         new = psi - dt(tau) * gradient
-        if check:
-            change = relative_change(xp, new, psi)
-        psi = new
-        if check and change <= tol:
+        if stop.stop(step_index, new, psi):
             break
+        psi = new
+    psi = stop.result
     finite_or_raise(xp, psi, "dipole inversion (NDI)")
-    return psi, {"iterations": iterations, "relative_change": float(change),
-                 "converged": change <= tol, "step": tau}
+    return psi, {"iterations": stop.iterations, "relative_change": float(stop.change),
+                 "converged": stop.converged, "step": tau}
 
 
 def ndi(local_field_ppm: Array, mask: Array, voxel_size_mm: ArrayLike,

@@ -6,18 +6,17 @@ from typing import Any
 
 from numpy.typing import ArrayLike
 
-from qsmliver.backend import convergence_check_interval
 from qsmliver.inversion._common import (
     DEFAULT_MIN_PAD,
     DEFAULT_PAD_FRACTION,
     Grid,
+    RelativeChangeStop,
     check_inputs,
     check_weight,
     finite_or_raise,
     make_grid,
     positive,
     positive_int,
-    relative_change,
 )
 from qsmliver.optim.fused import tv_shrink_update_adjoint
 
@@ -51,32 +50,27 @@ def _tv_admm(grid: Grid, field: Array, weight: Array, lam: float, rho: float, mu
     adjoint = grid.grad_adjoint(xp.zeros_like(s1))
     z2 = field.copy()
     s2 = xp.zeros_like(chi)
-    change = float("inf")
-    iterations = 0
-    every = convergence_check_interval(xp)  # 1 on NumPy; a host sync every 10 on CuPy
+    stop = RelativeChangeStop(xp, tol, max_iter)
     for step_index in range(1, max_iter + 1):
-        iterations = step_index
-        check = step_index % every == 0 or step_index == max_iter
         rhs_k = (dt(rho) * grid.rfft(adjoint) + dt(mu_data) * kernel * grid.rfft(z2 - s2))
         chi_k = inverse * rhs_k
         chi_new = grid.irfft(chi_k)
         dipole_chi = grid.irfft(kernel * chi_k)
-        if check:
-            change = relative_change(xp, chi_new, chi)
+        if stop.stop(step_index, chi_new, chi):
+            break
         chi = chi_new
         # gradient, shrinkage, dual update and ∇ᵀ(z₁ − s₁) in one pass (a fused CUDA kernel
         # on CuPy; on NumPy exactly the chained operations)
         adjoint, s1 = tv_shrink_update_adjoint(chi, s1, dt(lam / rho), grid.voxel)
         z2 = (w2_phi + dt(mu_data) * (dipole_chi + s2)) * data_denominator
         s2 += dipole_chi - z2
-        if check and change <= tol:
-            break
+    chi = stop.result
     finite_or_raise(xp, chi, "dipole inversion (TV-ADMM)")
     residual = grid.dipole(chi) - field
     data_residual = float(xp.linalg.norm((weight * residual).ravel())
                           / max(float(xp.linalg.norm((weight * field).ravel())), 1e-300))
-    return chi, {"iterations": iterations, "relative_change": float(change),
-                 "converged": change <= tol, "relative_data_residual": data_residual}
+    return chi, {"iterations": stop.iterations, "relative_change": float(stop.change),
+                 "converged": stop.converged, "relative_data_residual": data_residual}
 
 
 def tv_admm(local_field_ppm: Array, mask: Array, voxel_size_mm: ArrayLike,
