@@ -126,6 +126,38 @@ def fit_field_linear(unwrapped_phase: Array, magnitude: Array, te_s: ArrayLike,
                     residual_dof=n_echoes - 1)
 
 
+class _SmallStepStop:
+    """Stop a voxel-wise Gauss-Newton fit when its largest angular-frequency step times
+    ``time_s`` is below ``tol_rad``, tested on the host every
+    :func:`qsmliver.backend.convergence_check_interval` iterations.
+
+    Between host checks (CuPy) a device flag computed at every iteration freezes every voxel
+    from the iteration where the every-iteration test would have stopped (:meth:`gate`), so
+    the fit is the same on both backends. The test is made in float64 on both.
+    """
+
+    def __init__(self, xp, tol_rad: float, time_s: float, max_iter: int) -> None:
+        self.xp, self.tol_rad, self.time_s = xp, float(tol_rad), float(time_s)
+        self.max_iter = int(max_iter)
+        self.every = convergence_check_interval(xp)  # 1 on NumPy; 10 on CuPy
+        self._active: Any = True
+
+    def gate(self, valid: Array) -> Array:
+        """``valid``, or nothing once the fit has stopped (between two host checks)."""
+        return valid if self.every == 1 else valid & self._active
+
+    def stop(self, iteration: int, d_omega: Array) -> bool:
+        """True when the loop should end after this iteration's step ``d_omega`` (rad/s)."""
+        xp = self.xp
+        if self.every == 1:
+            return float(xp.abs(d_omega).max()) * self.time_s < self.tol_rad
+        largest = xp.abs(d_omega).max().astype(xp.float64) * self.time_s
+        self._active = self._active & ~(largest < self.tol_rad)
+        if iteration % self.every == 0 or iteration == self.max_iter:
+            return not bool(self._active)
+        return False
+
+
 def fit_field_complex(signal: Array, te_s: ArrayLike, *, max_iter: int = 20,
                       tol_rad: float = 1e-4) -> FieldFit:
     """Nonlinear complex fit of frequency and φ0 to multi-echo data (Gauss-Newton).
@@ -184,19 +216,19 @@ def fit_field_complex(signal: Array, te_s: ArrayLike, *, max_iter: int = 20,
     determinant = s0 * s2 - s1**2
     valid = determinant > 1e-12 * xp.maximum(s0 * s2, 1e-30)
     determinant = xp.where(valid, determinant, 1)
-    every = convergence_check_interval(xp)  # 1 on NumPy; a host sync every 10 on CuPy
+    stop = _SmallStepStop(xp, tol_rad, delta_te, max_iter)
     for iteration in range(1, max_iter + 1):
         misfit = xp.sin(phase - phi0[..., None] - omega[..., None] * te_x)
         g0 = (w * misfit).sum(axis=-1)
         g1 = (w * misfit * te_x).sum(axis=-1)
         d_phi0 = (s2 * g0 - s1 * g1) / determinant
         d_omega = (s0 * g1 - s1 * g0) / determinant
-        d_phi0 = xp.where(valid, d_phi0, 0)
-        d_omega = xp.where(valid, d_omega, 0)
+        updating = stop.gate(valid)
+        d_phi0 = xp.where(updating, d_phi0, 0)
+        d_omega = xp.where(updating, d_omega, 0)
         phi0 = phi0 + d_phi0
         omega = omega + d_omega
-        if ((iteration % every == 0 or iteration == max_iter)
-                and float(xp.abs(d_omega).max()) * delta_te < tol_rad):
+        if stop.stop(iteration, d_omega):
             break
     residual = xp.abs(signal - magnitude * xp.exp(1j * (phi0[..., None]
                                                         + omega[..., None] * te_x))) ** 2
@@ -256,13 +288,12 @@ def refit_field_fixed_offset(signal: Array, te_s: ArrayLike, field_hz: Array,
     s2 = xp.where(valid, s2, 1)
     phase = xp.angle(signal).astype(real_dtype)
     omega = TWO_PI * field_hz.astype(real_dtype)
-    every = convergence_check_interval(xp)
+    stop = _SmallStepStop(xp, tol_rad, float(te.max()), max_iter)
     for iteration in range(1, max_iter + 1):
         misfit = xp.sin(phase - phase_offset_rad[..., None] - omega[..., None] * te_x)
-        d_omega = xp.where(valid, (w * misfit * te_x).sum(axis=-1) / s2, 0)
+        d_omega = xp.where(stop.gate(valid), (w * misfit * te_x).sum(axis=-1) / s2, 0)
         omega = omega + d_omega
-        if ((iteration % every == 0 or iteration == max_iter)
-                and float(xp.abs(d_omega).max()) * float(te.max()) < tol_rad):
+        if stop.stop(iteration, d_omega):
             break
     return (omega / TWO_PI).astype(real_dtype)
 
