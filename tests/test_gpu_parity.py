@@ -2,11 +2,12 @@
 
 Every test here is marked ``gpu`` and skips without a GPU. The same float32 input goes through
 the NumPy and the CuPy path; the outputs must agree to a relative L2 difference (inside the
-stage's mask) below 1e-4 for linear / closed-form stages and 1e-3 for iterative ones at the
-same iteration count. The solvers test convergence every 10 iterations on CuPy and every
-iteration on NumPy (``qsmliver.backend.convergence_check_interval``); here the environment
-sets it to 1 on CuPy too, so that both stop at the same iteration, and the inversions that take
-a tolerance run to a fixed ``max_iter`` (tolerance 1e-12).
+stage's mask) below 1e-4 for linear / closed-form stages and 1e-3 for iterative ones. The
+iterative stages run with their default stopping rules and the backends' default check
+intervals (a host test every iteration on NumPy, every 10 on CuPy:
+``qsmliver.backend.convergence_check_interval``): every solver freezes between checks where
+the every-iteration test would have stopped, so both stop at the same iteration, which the
+tests assert where the stage reports its count.
 """
 
 from __future__ import annotations
@@ -27,16 +28,27 @@ pytestmark = pytest.mark.gpu
 LINEAR = 1e-4
 ITERATIVE = 1e-3
 CLOSED_FORM_INVERSIONS = ("tkd", "tikhonov")
-#: Iterative options that make CPU and GPU run the same number of iterations.
-FIXED_ITERATIONS = {"ilsqr": {"tol": 1e-12, "max_iter": 30},
-                    "tv_admm": {"tol": 1e-12, "max_iter": 40},
-                    "medi": {"max_iter": 3}, "ndi": {"tol": 1e-12, "max_iter": 40},
-                    "tfi": {"max_iter": 3}}
+#: Tolerances that stop TV-ADMM (53 iterations) and NDI (39) between two device checks
+#: (their defaults run to ``max_iter`` on this phantom), and outer Gauss-Newton iterations cut
+#: short to keep MEDI and TFI quick (their inner CG solves keep their own stopping rule).
+RUN_OPTIONS = {"tv_admm": {"tol": 1e-2}, "ndi": {"tol": 3e-3},
+               "medi": {"max_iter": 3}, "tfi": {"max_iter": 3}}
 
 
 @pytest.fixture(autouse=True)
-def same_iterations(monkeypatch):
-    monkeypatch.setenv("QSMLIVER_GPU_CHECK_EVERY", "1")
+def default_check_interval(monkeypatch):
+    monkeypatch.delenv("QSMLIVER_GPU_CHECK_EVERY", raising=False)
+
+
+def _iterations(parameters: dict) -> dict:
+    """The iteration counts in a stage's parameters (nested entries included)."""
+    found = {}
+    for key, value in parameters.items():
+        if isinstance(value, dict):
+            found.update({f"{key}.{k}": v for k, v in _iterations(value).items()})
+        elif "iteration" in key:
+            found[key] = value
+    return found
 
 
 def relative_difference(gpu, cpu, mask=None) -> float:
@@ -79,6 +91,7 @@ def test_background_removal(head, method):
     assert np.array_equal(backend.to_numpy(gpu.mask), cpu.mask)
     limit = LINEAR if method in ("vsharp", "resharp") else ITERATIVE
     assert relative_difference(gpu.local_field_ppm, cpu.local_field_ppm, cpu.mask) < limit
+    assert _iterations(gpu.parameters) == _iterations(cpu.parameters)
 
 
 @pytest.mark.parametrize("method", INVERSION_METHODS)
@@ -87,13 +100,14 @@ def test_dipole_inversion(head, method):
     voxel, b0 = phantom.gre.voxel_size_mm, phantom.gre.b0_dir
     magnitude = np.abs(phantom.gre.signal[..., 0]).astype(np.float32)
     field = phantom.truth["total_field_ppm"].astype(np.float32) if method == "tfi" else local
-    options = FIXED_ITERATIONS.get(method, {})
+    options = RUN_OPTIONS.get(method, {})
     extra = {"magnitude": magnitude} if method in ("medi", "tfi") else {}
     cpu = invert_dipole(field, mask, voxel, b0, method, **extra, **options)
     gpu_extra = {k: backend.to_device(v, "cuda") for k, v in extra.items()}
     gpu = invert_dipole(*_on_gpu(field, mask), voxel, b0, method, **gpu_extra, **options)
     limit = LINEAR if method in CLOSED_FORM_INVERSIONS else ITERATIVE
     assert relative_difference(gpu.chi_ppm, cpu.chi_ppm, mask) < limit
+    assert _iterations(gpu.parameters) == _iterations(cpu.parameters)
 
 
 def test_r2star_fit(head):
