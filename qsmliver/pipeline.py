@@ -265,6 +265,82 @@ def _weights_from_noise(noise_std_hz, mask, xp):
     return weight.astype(noise_std_hz.dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class BackgroundInput:
+    """What background removal starts from (see :func:`field_for_background`).
+
+    Attributes
+    ----------
+    mask : array
+        The object mask without the spatially aliased voxels.
+    field_hz : array
+        Total field (Hz), zero outside ``mask``.
+    field_ppm : array
+        The same in ppm of B0.
+    noise_std_hz : array
+        Standard deviation of the field (Hz), :func:`qsmliver.phase.field_noise_std_hz`.
+    weight : array
+        Data weight ∝ 1/σ_f (mean 1 in ``mask``, capped at 5), zero outside it.
+    aliased_voxels_excluded : int or None
+        How many voxels were removed from the mask; ``None`` when the exclusion was off.
+    """
+
+    mask: Any
+    field_hz: Any
+    field_ppm: Any
+    noise_std_hz: Any
+    weight: Any
+    aliased_voxels_excluded: int | None
+
+
+def field_for_background(fit, mask: Any, te_s: np.ndarray, b0_t: float, *,
+                         field_method: str = "complex",
+                         exclude_aliased: bool = True) -> BackgroundInput:
+    """Turn a field fit into the input of background removal, as the brain chain does.
+
+    Voxels whose field is spatially aliased (next to air or bone) cannot be unwrapped
+    reliably, and a whole-period error there would spread through background removal, so
+    they leave the mask (:func:`qsmliver.phase.aliased_voxels`). The period is that of what
+    was unwrapped in space: the echo-difference field (1/ΔTE) for the complex fit, the first
+    echo (1/TE1) otherwise.
+
+    Parameters
+    ----------
+    fit : qsmliver.phase.FieldFit
+        Field (Hz) and its noise from :func:`qsmliver.phase.estimate_field`.
+    mask : array of bool
+        Object mask.
+    te_s : ndarray
+        Echo times (s).
+    b0_t : float
+        Field strength (T).
+    field_method : {"complex", "linear"}
+        How the field was fitted; sets the aliasing period.
+    exclude_aliased : bool
+        Remove the aliased voxels from the mask.
+
+    Returns
+    -------
+    BackgroundInput
+    """
+    from qsmliver.phase import aliased_voxels, field_noise_std_hz
+
+    xp = backend.get_array_module(fit.field_hz)
+    te = np.asarray(te_s, dtype=float)
+    excluded = None
+    if exclude_aliased:
+        period_hz = (1.0 / float(np.min(np.diff(te))) if field_method == "complex" and te.size > 1
+                     else 1.0 / float(te[0]))
+        aliased = aliased_voxels(fit.field_hz, mask, period_hz)
+        excluded = int(aliased.sum())
+        mask = mask & ~aliased
+    field_hz = xp.where(mask, fit.field_hz, 0)
+    field_ppm = hz_to_ppm(field_hz, b0_t).astype(field_hz.dtype)
+    noise_std_hz = field_noise_std_hz(fit, mask)
+    weight = _weights_from_noise(noise_std_hz, mask, xp)
+    return BackgroundInput(mask, field_hz, field_ppm, noise_std_hz, weight, excluded)
+
+
 def chain_inputs(gre: MultiEchoGRE, cfg: ReconConfig):
     """What every chain starts from: the device, its array module, the echoes on it in the
     configured precision, voxel size (mm), B0 direction, echo times (s) and a stage timer.
@@ -462,7 +538,7 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
                             gre.source_files[0] if gre.source_files else None, "phase")
     from qsmliver.inversion import invert_dipole
     from qsmliver.mask import brain_mask
-    from qsmliver.phase import aliased_voxels, estimate_field, field_noise_std_hz
+    from qsmliver.phase import estimate_field
     from qsmliver.reference import csf_mask_from_r2star, reference_chi
     from qsmliver.relaxometry import fit_r2star
 
@@ -490,20 +566,12 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
                 k: v["mask"][k] for k in ("separation_mm", "threshold", "threshold_scale",
                                           "erode_mm") if k in v["mask"]},
                 noise_std_hz=fit.noise_std_hz if v["mask"].get("phase_quality") else None)
-    if v["field"].get("exclude_aliased", True):
-        # voxels whose field is spatially aliased cannot be unwrapped reliably (next to air
-        # or bone); a whole-period error there would spread through background removal.
-        # The period is that of what was unwrapped in space: the echo-difference field
-        # (1/ΔTE) for the complex fit, the first echo (1/TE1) otherwise.
-        period = (1.0 / float(np.min(np.diff(te))) if field_method == "complex" and te.size > 1
-                  else 1.0 / float(te[0]))
-        aliased = aliased_voxels(fit.field_hz, object_mask, period)
-        report["field"] = {"aliased_voxels_excluded": int(aliased.sum())}
-        object_mask = object_mask & ~aliased
-    field_hz = xp.where(object_mask, fit.field_hz, 0)
-    field_ppm = hz_to_ppm(field_hz, gre.b0_t).astype(field_hz.dtype)
-    noise_hz = field_noise_std_hz(fit, object_mask)
-    weight = _weights_from_noise(noise_hz, object_mask, xp)
+    prepared = field_for_background(fit, object_mask, te, gre.b0_t, field_method=field_method,
+                                    exclude_aliased=v["field"].get("exclude_aliased", True))
+    object_mask, field_hz, field_ppm = prepared.mask, prepared.field_hz, prepared.field_ppm
+    noise_hz, weight = prepared.noise_std_hz, prepared.weight
+    if prepared.aliased_voxels_excluded is not None:
+        report["field"] = {"aliased_voxels_excluded": prepared.aliased_voxels_excluded}
 
     with timer("bgremove"):
         background = run_background_removal(cfg, field_ppm, object_mask, voxel, b0_dir,

@@ -3,10 +3,18 @@
 import numpy as np
 import pytest
 
+from qsmliver.data import GYROMAGNETIC_RATIO_HZ_PER_T
 from qsmliver.errors import QSMConfigError, QSMInputError
 from qsmliver.metrics import nrmse, roi_slope
-from qsmliver.phase import DEFAULT_OFFSET_SMOOTHING_MM
-from qsmliver.pipeline import AUTO_METHODS, DEFAULT_CONFIG, ReconConfig, load_config, recon
+from qsmliver.phase import DEFAULT_OFFSET_SMOOTHING_MM, FieldFit
+from qsmliver.pipeline import (
+    AUTO_METHODS,
+    DEFAULT_CONFIG,
+    ReconConfig,
+    field_for_background,
+    load_config,
+    recon,
+)
 from qsmliver.simulate import brain_phantom
 
 DGM = ("caudate", "putamen", "globus_pallidus", "thalamus", "red_nucleus",
@@ -58,6 +66,37 @@ def test_whole_chain_nrmse(chain):
     result, error, _ = chain
     assert result.config["inversion"]["method"] == "medi"  # "auto" resolved for the brain
     assert error <= 40.0, error
+
+
+def test_field_for_background_drops_a_whole_period_error():
+    """The chain's hand-over to background removal: a voxel one period (1/ΔTE) off leaves
+    the mask with its face neighbours; the field is zero and the weight 0 outside."""
+    te = np.array([0.001, 0.005, 0.009])
+    period_hz = 1 / 0.004
+    x = np.arange(10.0)
+    field = np.broadcast_to(3.0 * x[:, None, None], (10, 10, 10)).copy()  # 3 Hz per voxel
+    field[5, 5, 5] += period_hz
+    mask = np.zeros(field.shape, bool)
+    mask[1:9, 1:9, 1:9] = True
+    fit = FieldFit(field, np.full(field.shape, 2.0), np.zeros(field.shape))
+    prepared = field_for_background(fit, mask, te, 3.0)
+    assert prepared.aliased_voxels_excluded == 7
+    assert not prepared.mask[5, 5, 5] and not prepared.mask[4, 5, 5] and prepared.mask[3, 5, 5]
+    assert np.all(prepared.field_hz[~prepared.mask] == 0)
+    assert np.all(prepared.weight[~prepared.mask] == 0)
+    assert np.allclose(prepared.weight[prepared.mask], 1.0)
+    np.testing.assert_allclose(prepared.field_ppm[3, 5, 5],
+                               9.0 / (GYROMAGNETIC_RATIO_HZ_PER_T * 3.0) * 1e6, rtol=1e-6)
+    # a 100 Hz step is 0.4 of the complex fit's period (1/ΔTE = 250 Hz) but only 0.1 of the
+    # linear fit's, which unwraps the first echo (1/TE1 = 1000 Hz)
+    step = FieldFit(field - (period_hz - 100.0) * (field > period_hz), fit.noise_std_hz,
+                    fit.phase_offset_rad)
+    assert field_for_background(step, mask, te, 3.0).aliased_voxels_excluded == 7
+    linear = field_for_background(step, mask, te, 3.0, field_method="linear")
+    assert linear.aliased_voxels_excluded == 0
+    kept = field_for_background(fit, mask, te, 3.0, exclude_aliased=False)
+    assert kept.aliased_voxels_excluded is None and kept.mask[5, 5, 5]
+    assert kept.field_hz[5, 5, 5] == field[5, 5, 5]
 
 
 def test_tfi_local_field_map_is_the_field_of_its_chi():
