@@ -51,6 +51,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,20 @@ from qsmliver import __version__, backend
 from qsmliver.data import MultiEchoGRE, QuantitativeMap, hz_to_ppm
 from qsmliver.errors import QSMConfigError, QSMInputError
 
-__all__ = ["AUTO_METHODS", "DEFAULT_CONFIG", "ReconConfig", "ReconResult", "load_config",
-           "recon"]
+__all__ = ["AUTO_METHODS", "DEFAULT_CONFIG", "QSMSingleEchoWarning", "ReconConfig",
+           "ReconResult", "load_config", "recon"]
+
+#: What a single-echo field map means (warned, and written to the field map's sidecar).
+SINGLE_ECHO_OFFSET = (
+    "one echo: the field is the unwrapped phase over TE, so the echo-independent phase offset "
+    "φ0 (coil combination, transmit phase) cannot be told from the field and is included in "
+    "it; only its harmonic part is removed with the background. χ is reliable only when the "
+    "offset is negligible or was removed upstream (e.g. by the coil combination)")
+
+
+class QSMSingleEchoWarning(UserWarning):
+    """Single-echo data: the phase offset is not separable from the field (see
+    :data:`SINGLE_ECHO_OFFSET`)."""
 
 #: The default chain (chosen by measured accuracy on the brain phantom; see README).
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -554,6 +567,8 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
                                                       "threshold_scale") if k in v["mask"]}
             object_mask = brain_mask(magnitude, voxel, **mask_options)
     field_method, field_unwrap = v["field"]["method"], v["field"]["unwrap"]
+    if te.size == 1:
+        warnings.warn(SINGLE_ECHO_OFFSET, QSMSingleEchoWarning, stacklevel=3)
     offset_smoothing_mm = float(v["field"].get("offset_smoothing_mm",
                                                DEFAULT_CONFIG["field"]["offset_smoothing_mm"]))
     with timer("field"):
@@ -627,12 +642,16 @@ def _recon_brain(gre: MultiEchoGRE, cfg: ReconConfig, *, mask: Any,
                                   method=inversion.method,
                                   parameters={**inversion.parameters, **reference_info}),
         "fieldmap": QuantitativeMap(to_host(field_hz), "fieldmap", "Hz", affine,
-                                    method=f"field:{field_method}+unwrap:{field_unwrap}",
+                                    method=(f"field:{field_method}+unwrap:{field_unwrap}"
+                                            if te.size > 1 else
+                                            f"field:single-echo+unwrap:{field_unwrap}"),
                                     parameters={"EchoTime_s": te.tolist(),
                                                 "OffsetSmoothing_mm": (
                                                     offset_smoothing_mm
                                                     if field_method == "complex" and te.size > 1
-                                                    else None)}),
+                                                    else None),
+                                                **({"PhaseOffset": SINGLE_ECHO_OFFSET}
+                                                   if te.size == 1 else {})}),
         "desc-localfield_map": local_field_map(background, inversion, local_mask, voxel,
                                                b0_dir, affine),
         "mask": QuantitativeMap(to_host(local_mask), "mask", "1", affine,

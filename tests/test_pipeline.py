@@ -10,6 +10,7 @@ from qsmliver.phase import DEFAULT_OFFSET_SMOOTHING_MM, FieldFit
 from qsmliver.pipeline import (
     AUTO_METHODS,
     DEFAULT_CONFIG,
+    QSMSingleEchoWarning,
     ReconConfig,
     field_for_background,
     load_config,
@@ -126,16 +127,29 @@ def test_single_echo_chain():
     so the phantom here has none (with the default 1 rad offset the NRMSE is 82 %: its
     non-harmonic part passes background removal). Measured (64×64×48, 3 mm, truth mask):
     NRMSE 23.8 %, DGM slope 1.02, 56 % of the brain kept (the period is 1/TE = 50 Hz, so
-    6.7 k voxels next to the sinuses are excluded as aliased)."""
+    6.7 k voxels next to the sinuses are excluded as aliased). The user is warned, and the
+    field map's sidecar says so."""
     phantom = brain_phantom(shape=(64, 64, 48), voxel_size_mm=(3.0, 3.0, 3.0), snr=100,
                             seed=5, te_s=[20e-3], phi0_amplitude_rad=0.0)
-    result, error, slope = _chain_with_truth_mask(phantom)
+    with pytest.warns(QSMSingleEchoWarning, match="phase offset"):
+        result, error, slope = _chain_with_truth_mask(phantom)
     assert "R2starmap" not in result.maps
     assert "R2*" in result.provenance["Stages"]["r2star"]["skipped"]
+    field = result.maps["fieldmap"]
+    assert field.method.startswith("field:single-echo")
+    assert "cannot be told from the field" in field.parameters["PhaseOffset"]
     assert error <= 40.0, error
     assert 0.85 <= slope <= 1.10, slope
-    with pytest.raises(QSMInputError, match="at least 2 echoes"):
+    with pytest.raises(QSMInputError, match="at least 2 echoes"), \
+            pytest.warns(QSMSingleEchoWarning):
         recon(phantom.gre, "brain", mask=phantom.masks["brain"], reference={"method": "csf"})
+
+
+def test_multi_echo_field_map_sidecar(chain):
+    """Several echoes: no single-echo note, the fit named in the sidecar."""
+    field = chain[0].maps["fieldmap"]
+    assert field.method == "field:complex+unwrap:quality"
+    assert "PhaseOffset" not in field.parameters
 
 
 def test_smoothed_phase_offset_on_band_limited_echoes():
