@@ -92,9 +92,10 @@ class DeviceArray(NDArrayOperatorsMixin):
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         name = f"{ufunc.__name__}.{method}" if method != "__call__" else ufunc.__name__
         inputs = _to_host(inputs, name)
+        given = kwargs.get("out")
         if "out" in kwargs:
             kwargs["out"] = tuple(_device_only(o, name) for o in kwargs["out"])
-        return _to_device(getattr(ufunc, method)(*inputs, **kwargs))
+        return _returned(getattr(ufunc, method)(*inputs, **kwargs), given)
 
     def __array_function__(self, func, types_, args, kwargs):
         if func.__name__ in HOST_TO_DEVICE:
@@ -260,9 +261,19 @@ class _Ufunc:
 
 def _device_call(func, name: str, args, kwargs):
     args = _to_host(args, name)
+    given = kwargs.get("out")
     kwargs = {k: _device_only(v, name) if k == "out" else _to_host(v, name)
               for k, v in kwargs.items()}
-    return _to_device(func(*args, **kwargs))
+    return _returned(func(*args, **kwargs), given)
+
+
+def _returned(result, given_out):
+    """What CuPy returns: the ``out=`` array itself when one was given, else the result."""
+    if isinstance(given_out, tuple) and len(given_out) == 1:
+        given_out = given_out[0]
+    if isinstance(given_out, DeviceArray):
+        return given_out
+    return _to_device(result)
 
 
 def _device_function(func, name: str):

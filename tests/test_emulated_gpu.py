@@ -65,8 +65,10 @@ def test_out_must_be_on_the_device(cupy):
     with pytest.raises(TypeError, match="out="):
         cupy.multiply(a, 2.0, out=np.empty(3))
     out = cupy.empty(3)
-    cupy.multiply(a, 2.0, out=out)
+    assert cupy.multiply(a, 2.0, out=out) is out  # CuPy returns the out= array itself
     np.testing.assert_array_equal(out.get(), [2.0, 2.0, 2.0])
+    assert np.subtract(a, out, out=out) is out
+    np.testing.assert_array_equal(out.get(), [-1.0, -1.0, -1.0])
 
 
 def test_reductions_and_elements_are_zero_dimensional_device_arrays(cupy):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from qsmliver.backend import to_numpy
 from qsmliver.errors import QSMConfigError, QSMNumericalError
 from qsmliver.optim import (
     LinearOperator,
@@ -148,6 +149,59 @@ def test_lsqr_matches_numpy_lstsq(xp):
 def test_soft_threshold():
     np.testing.assert_allclose(soft_threshold(np.array([-3.0, -0.5, 0.0, 0.2, 2.0]), 1.0),
                                [-2.0, 0.0, 0.0, 0.0, 1.0])
+
+
+def _roll_gradient(x, voxel, boundary):
+    """The textbook definition: ``(roll(x, −1) − x) / Δ``, last face 0 for "neumann"."""
+    parts = []
+    for axis in range(3):
+        diff = np.roll(x, -1, axis=axis) - x
+        if boundary == "neumann":
+            np.moveaxis(diff, axis, 0)[-1] = 0
+        parts.append(diff / x.dtype.type(voxel[axis]))
+    return np.stack(parts)
+
+
+def _roll_divergence(g, voxel, boundary):
+    out = np.zeros_like(g[0])
+    for axis in range(3):
+        component = g[axis].copy()
+        if boundary == "neumann":
+            np.moveaxis(component, axis, 0)[-1] = 0
+        out += (component - np.roll(component, 1, axis=axis)) / g.dtype.type(voxel[axis])
+    return out
+
+
+@pytest.mark.parametrize("shape", [(5, 6, 7), (1, 4, 3), (2, 1, 5), (2, 2, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("boundary", ["periodic", "neumann"])
+def test_slice_differences_equal_the_roll_definition(xp, shape, dtype, boundary):
+    """The buffer-writing gradient, divergence and soft threshold give exactly the values of
+    the plain expressions, also for axes of length 1 and 2 (the wrap-around faces)."""
+    rng = np.random.default_rng(7)
+    voxel = (0.7, 1.3, 2.1)
+    x = rng.standard_normal(shape).astype(dtype)
+    g = rng.standard_normal((3, *shape)).astype(dtype)
+    grad = to_numpy(gradient(xp.asarray(x), voxel, boundary))
+    div = to_numpy(divergence(xp.asarray(g), voxel, boundary))
+    assert grad.dtype == dtype and div.dtype == dtype
+    np.testing.assert_array_equal(grad, _roll_gradient(x, voxel, boundary))
+    np.testing.assert_array_equal(div, _roll_divergence(g, voxel, boundary))
+    threshold = dtype(0.4)
+    expected = np.sign(g) * np.maximum(np.abs(g) - threshold, 0)
+    np.testing.assert_array_equal(to_numpy(soft_threshold(xp.asarray(g), threshold)), expected)
+    buffer = xp.asarray(g)
+    assert soft_threshold(buffer, threshold, out=buffer) is buffer
+    np.testing.assert_array_equal(to_numpy(buffer), expected)
+
+
+def test_gradient_of_integers_is_float64():
+    ramp = np.arange(24).reshape(2, 3, 4)
+    grad = gradient(ramp)
+    assert grad.dtype == np.float64
+    np.testing.assert_array_equal(grad[2, :, :, :-1], 1.0)
+    with pytest.raises(ValueError, match="boundary"):
+        gradient(ramp, boundary="reflect")
 
 
 @pytest.fixture

@@ -123,14 +123,19 @@ def _kernel_scalars(voxel: np.ndarray, dtype: np.dtype) -> tuple[Any, Any, Any]:
 
 # -- the NumPy twins (= today's chained code path of qsmliver.inversion.tv) --------------------
 def _twin_shrink(chi, s1, threshold, voxel, boundary, inplace):
+    # g = ∇χ; z₁ = soft(g + s₁); s₁_new = s₁ + (g − z₁); u = z₁ − s₁_new, each step written
+    # into a buffer that is no longer needed (the arithmetic of the plain chained expressions)
+    xp = backend.get_array_module(chi)
     grad_chi = gradient(chi, voxel, boundary)
-    z1 = soft_threshold(grad_chi + s1, threshold)
+    z1 = xp.add(grad_chi, s1)
+    soft_threshold(z1, threshold, out=z1)
+    step = xp.subtract(grad_chi, z1, out=grad_chi)
     if inplace:
-        s1 += grad_chi - z1
+        s1 += step
         s1_new = s1
     else:
-        s1_new = s1 + (grad_chi - z1)
-    return z1 - s1_new, s1_new
+        s1_new = xp.add(s1, step, out=step)
+    return xp.subtract(z1, s1_new, out=z1), s1_new
 
 
 def _twin_adjoint(u, voxel, boundary):

@@ -111,18 +111,31 @@ def gradient(x: Array, voxel_size_mm: ArrayLike | None = None,
     """
     xp = get_array_module(x)
     voxel = _voxel(voxel_size_mm, x.ndim)
-    parts = []
+    if boundary not in ("periodic", "neumann"):
+        raise ValueError(f"boundary must be 'periodic' or 'neumann', got {boundary!r}")
+    if x.dtype.kind not in "fc":
+        return gradient(x.astype(np.float64), voxel, boundary)
+    # Differences of slices written into one preallocated output (the values of
+    # ``roll(x, -1) - x``, without its copies): the inversions' inner loops are memory bound.
+    out = xp.empty((x.ndim, *x.shape), dtype=x.dtype)
     for axis in range(x.ndim):
-        diff = xp.roll(x, -1, axis=axis) - x
+        part = out[axis]
+        xp.subtract(_along(x, axis, 1, None), _along(x, axis, None, -1),
+                    out=_along(part, axis, None, -1))
+        last = _along(part, axis, -1, None)
         if boundary == "neumann":
-            index = [slice(None)] * x.ndim
-            index[axis] = -1
-            diff[tuple(index)] = 0
-        elif boundary != "periodic":
-            raise ValueError(f"boundary must be 'periodic' or 'neumann', got {boundary!r}")
-        parts.append(diff / x.dtype.type(voxel[axis]) if x.dtype.kind in "fc" else
-                     diff / voxel[axis])
-    return xp.stack(parts)
+            last[...] = 0
+        else:
+            xp.subtract(_along(x, axis, None, 1), _along(x, axis, -1, None), out=last)
+        part /= x.dtype.type(voxel[axis])
+    return out
+
+
+def _along(x: Array, axis: int, start: int | None, stop: int | None) -> Array:
+    """``x[..., start:stop, ...]`` with the slice on ``axis``."""
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
 
 
 def divergence(g: Array, voxel_size_mm: ArrayLike | None = None,
@@ -145,17 +158,28 @@ def divergence(g: Array, voxel_size_mm: ArrayLike | None = None,
     xp = get_array_module(g)
     ndim = g.ndim - 1
     voxel = _voxel(voxel_size_mm, ndim)
+    if boundary not in ("periodic", "neumann"):
+        raise ValueError(f"boundary must be 'periodic' or 'neumann', got {boundary!r}")
     out = xp.zeros_like(g[0])
+    term = xp.empty_like(g[0])
     for axis in range(ndim):
+        # ``c − roll(c, 1)`` of the component c (its last face zeroed for "neumann"),
+        # written from slices into one buffer
         component = g[axis]
+        xp.subtract(_along(component, axis, 1, None), _along(component, axis, None, -1),
+                    out=_along(term, axis, 1, None))
+        first = _along(term, axis, None, 1)
         if boundary == "neumann":
-            index = [slice(None)] * ndim
-            index[axis] = -1
-            component = component.copy()
-            component[tuple(index)] = 0
-        elif boundary != "periodic":
-            raise ValueError(f"boundary must be 'periodic' or 'neumann', got {boundary!r}")
-        out += (component - xp.roll(component, 1, axis=axis)) / g.dtype.type(voxel[axis])
+            first[...] = _along(component, axis, None, 1)
+            if component.shape[axis] > 1:
+                xp.subtract(0, _along(component, axis, -2, -1), out=_along(term, axis, -1, None))
+            else:
+                first[...] = 0
+        else:
+            xp.subtract(_along(component, axis, None, 1), _along(component, axis, -1, None),
+                        out=first)
+        term /= g.dtype.type(voxel[axis])
+        out += term
     return out
 
 

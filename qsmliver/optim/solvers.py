@@ -385,17 +385,23 @@ def _kept(flag: Any, new: Any, old: Any) -> Any:
     return xp.where(flag, new, old)
 
 
-def soft_threshold(x: Array, threshold: float | Array) -> Array:
+def soft_threshold(x: Array, threshold: float | Array, out: Array | None = None) -> Array:
     """Elementwise soft thresholding ``sign(x) max(|x| - t, 0)``, the proximal map of ``t|x|``.
+
+    Computed as ``x − clip(x, −t, t)`` (the same values; two passes over memory instead of
+    five).
 
     Parameters
     ----------
     x : real array
     threshold : float or array, >= 0
+    out : array, optional
+        Where to write the result (may be ``x`` itself).
 
     Returns
     -------
     array
     """
     xp = get_array_module(x)
-    return xp.sign(x) * xp.maximum(xp.abs(x) - threshold, 0)
+    clipped = xp.clip(x, -threshold, threshold)
+    return xp.subtract(x, clipped, out=out)
